@@ -1,0 +1,80 @@
+"""The one image normalisation of the project.
+
+Stored images are 8-bit grayscale (dark ink on a light background), as scanned.
+Models see float tensors of shape (1, H, W) with *ink = 1.0 and background = 0.0*,
+so zero padding to the right of a word is background, and the GAN's tanh output
+maps onto the same range with (x + 1) / 2.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+
+class ImageError(ValueError):
+    """An image could not be read; the message names the source."""
+
+
+def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Encoded bytes (PNG, JPEG, ...) -> uint8 grayscale array (H, W)."""
+    if not data:
+        raise ImageError(f"{source}: empty file")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    if img is None or img.size == 0:
+        raise ImageError(f"{source}: not a decodable image")
+    return img
+
+
+def read_image(path: str) -> np.ndarray:
+    with open(path, "rb") as f:
+        return decode_image(f.read(), path)
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:  # pragma: no cover - OpenCV fails only on invalid arrays
+        raise ImageError("could not encode PNG")
+    return buf.tobytes()
+
+
+def resize_to_height(img: np.ndarray, height: int) -> np.ndarray:
+    """Resize to `height` pixels keeping the aspect ratio (width at least 1)."""
+    h, w = img.shape[:2]
+    if h == height:
+        return img
+    width = max(1, round(w * height / h))
+    interp = cv2.INTER_AREA if height < h else cv2.INTER_CUBIC
+    return cv2.resize(img, (width, height), interpolation=interp)
+
+
+def to_tensor(img: np.ndarray, height: int | None = None) -> torch.Tensor:
+    """uint8 grayscale (H, W) -> float32 (1, height, W') with ink = 1, background = 0."""
+    if height is not None:
+        img = resize_to_height(img, height)
+    return torch.from_numpy(1.0 - img.astype(np.float32) / 255.0).unsqueeze(0)
+
+
+def to_uint8(tensor: torch.Tensor) -> np.ndarray:
+    """Inverse of `to_tensor`: (1, H, W) or (H, W) float -> uint8 grayscale (H, W)."""
+    t = tensor.detach().float().cpu()
+    if t.dim() == 3:
+        t = t[0]
+    return ((1.0 - t.clamp(0, 1)) * 255.0).round().to(torch.uint8).numpy()
+
+
+def pad_batch(images: list[torch.Tensor], multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack (1, H, W_i) tensors into (B, 1, H, W_max) padded with background (0).
+
+    `multiple` rounds W_max up so that a network's down-sampling divides it."""
+    heights = {im.shape[-2] for im in images}
+    if len(heights) != 1:
+        raise ValueError(f"images in a batch must share one height, got {sorted(heights)}")
+    widths = torch.tensor([im.shape[-1] for im in images], dtype=torch.long)
+    w_max = int(widths.max())
+    w_max = -(-w_max // multiple) * multiple
+    out = images[0].new_zeros((len(images), 1, heights.pop(), w_max))
+    for i, im in enumerate(images):
+        out[i, :, :, : im.shape[-1]] = im
+    return out, widths
