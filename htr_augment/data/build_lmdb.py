@@ -66,6 +66,8 @@ class BuildReport:
 
 def _prepare(item: Item, opts: BuildOptions) -> tuple[bytes, str]:
     """Load, check and encode one item; raise RejectedSample with the reason."""
+    if item.label is None:  # a row that could not be parsed: its loader raises the reason
+        item.load()
     label = normalize_label(item.label or "")
     if not label:
         raise RejectedSample("empty label", "label is empty")

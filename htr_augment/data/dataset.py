@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..alphabet import Alphabet, normalize_text
-from ..images import decode_image, pad_batch, to_tensor
-from .lmdb_format import image_key, label_key, open_readonly, read_meta, read_num_samples, writer_key
+from ..images import decode_image, pad_batch, resize_to_height, to_tensor
+from .lmdb_format import image_key, label_key, open_shared, read_meta, read_num_samples, writer_key
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,9 @@ class WordSample(NamedTuple):
 class LmdbWordDataset(Dataset):
     """Samples of an LMDB, normalised to a fixed height.
 
-    The LMDB is opened lazily in each process (so the dataset pickles and works with
-    DataLoader workers under fork or spawn), read-only and without locking.
+    The dataset holds no LMDB handle: each process opens the LMDB once, read-only and
+    without locking (lmdb_format.open_shared), so the dataset pickles and works with
+    DataLoader workers under fork or spawn.
 
     Args:
         path: LMDB directory.
@@ -48,23 +49,17 @@ class LmdbWordDataset(Dataset):
                  transform: Callable[[np.ndarray], np.ndarray] | None = None):
         self.path = str(path)
         self.transform = transform
-        self._env = None
-        self._pid = None
-        env = open_readonly(self.path)
-        try:
-            with env.begin() as txn:
-                n = read_num_samples(txn, self.path)
-                self.meta = read_meta(txn)
-                labels, ids = [], []
-                for i in range(1, n + 1):
-                    raw = txn.get(label_key(i))
-                    if raw is None:
-                        raise ValueError(f"{self.path}: num-samples is {n} but {label_key(i).decode()} is missing")
-                    labels.append(normalize_text(raw.decode("utf-8")))
-                    w = txn.get(writer_key(i))
-                    ids.append(w.decode("utf-8") if w is not None else "")
-        finally:
-            env.close()
+        with open_shared(self.path).begin() as txn:
+            n = read_num_samples(txn, self.path)
+            self.meta = read_meta(txn)
+            labels, ids = [], []
+            for i in range(1, n + 1):
+                raw = txn.get(label_key(i))
+                if raw is None:
+                    raise ValueError(f"{self.path}: num-samples is {n} but {label_key(i).decode()} is missing")
+                labels.append(normalize_text(raw.decode("utf-8")))
+                w = txn.get(writer_key(i))
+                ids.append(w.decode("utf-8") if w is not None else "")
         self.height = height or self.meta.get("image_height") or DEFAULT_HEIGHT
         if alphabet is None:
             chars = self.meta.get("alphabet")
@@ -95,34 +90,18 @@ class LmdbWordDataset(Dataset):
     def __len__(self) -> int:
         return len(self._index)
 
-    def _txn(self):
-        if self._env is None or self._pid != os.getpid():
-            self._env = open_readonly(self.path)
-            self._pid = os.getpid()
-        return self._env.begin(buffers=False)
-
     def raw_image(self, idx: int) -> bytes:
         """The stored (encoded) image bytes of item `idx`."""
-        with self._txn() as txn:
+        with open_shared(self.path).begin() as txn:
             return txn.get(image_key(self._index[idx]))
 
     def __getitem__(self, idx: int) -> WordSample:
         if idx < 0:
             idx += len(self)
-        img = decode_image(self.raw_image(idx), f"{self.path}#{self._index[idx]}")
-        tensor_h = None
+        img = resize_to_height(decode_image(self.raw_image(idx), f"{self.path}#{self._index[idx]}"), self.height)
         if self.transform is not None:
-            from ..images import resize_to_height
-            img = self.transform(resize_to_height(img, self.height))
-        else:
-            tensor_h = self.height
-        return WordSample(to_tensor(img, tensor_h), self.texts[idx], self.writers[idx])
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_env"] = None  # LMDB handles do not cross processes
-        state["_pid"] = None
-        return state
+            img = self.transform(img)
+        return WordSample(to_tensor(img, self.height), self.texts[idx], self.writers[idx])
 
 
 class CTCCollate:

@@ -62,6 +62,26 @@ def open_readonly(path: str | os.PathLike) -> lmdb.Environment:
     return lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, max_readers=256)
 
 
+_SHARED: dict[tuple[str, int], lmdb.Environment] = {}
+
+
+def open_shared(path: str | os.PathLike) -> lmdb.Environment:
+    """One read-only environment per LMDB and process.
+
+    LMDB refuses to open the same environment twice in a process, and a handle
+    must not be used across a fork, so datasets share this per-process cache. A
+    forked worker closes the handle it inherited (harmless: opened without a lock
+    table) before opening its own."""
+    real = os.path.realpath(path)
+    key = (real, os.getpid())
+    env = _SHARED.get(key)
+    if env is None:
+        for stale in [k for k in _SHARED if k[0] == real]:
+            _SHARED.pop(stale).close()
+        env = _SHARED[key] = open_readonly(path)
+    return env
+
+
 def read_num_samples(txn: lmdb.Transaction, path: Any = "") -> int:
     raw = txn.get(NUM_SAMPLES)
     if raw is None:
