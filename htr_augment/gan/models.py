@@ -1,0 +1,137 @@
+"""The handwriting GAN's networks (Alonso, Moysset & Messina, ICDAR 2019; layout after ScrabbleGAN).
+
+TextEncoder: characters -> embeddings -> BiLSTM -> one vector per character, so any
+word length works. Generator: each character's vector, with a chunk of the style
+noise z, becomes a (C, h0, w0) patch; the patches sit side by side along the width
+(each character owns `px_per_char` pixels of the output) and up-sampling residual
+blocks with conditional batch norm (driven by z) and spectral norm grow them to the
+image, their 3x3 convolutions giving neighbouring characters overlapping receptive
+fields. Discriminator: fully convolutional, spectral norm, any width, one realism
+score per word (mean of its patch scores over the word's valid width).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import spectral_norm as SN
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, num_classes: int, embed_dim: int, hidden: int, layers: int = 1):
+        super().__init__()
+        self.embed = nn.Embedding(num_classes, embed_dim, padding_idx=0)
+        self.lstm = nn.LSTM(embed_dim, hidden, num_layers=layers, batch_first=True, bidirectional=True)
+        self.out_dim = 2 * hidden
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L) padded with 0 -> (B, L, 2*hidden), zero past each length."""
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(tokens), lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=tokens.shape[1])
+        return out
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm whose scale and shift come from the style vector."""
+
+    def __init__(self, channels: int, cond_dim: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.gain = SN(nn.Linear(cond_dim, channels))
+        self.bias = SN(nn.Linear(cond_dim, channels))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        g = 1 + self.gain(cond)[:, :, None, None]
+        b = self.bias(cond)[:, :, None, None]
+        return self.bn(x) * g + b
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, cond_dim: int):
+        super().__init__()
+        self.bn1 = ConditionalBatchNorm(cin, cond_dim)
+        self.conv1 = SN(nn.Conv2d(cin, cout, 3, padding=1))
+        self.bn2 = ConditionalBatchNorm(cout, cond_dim)
+        self.conv2 = SN(nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = SN(nn.Conv2d(cin, cout, 1))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        h = F.interpolate(F.relu(self.bn1(x, cond)), scale_factor=2)
+        h = self.conv2(F.relu(self.bn2(self.conv1(h), cond)))
+        return h + self.skip(F.interpolate(x, scale_factor=2))
+
+
+class Generator(nn.Module):
+    """(text tokens, lengths, z) -> image (B, 1, H, px_per_char * L_max) in [-1, 1] (tanh).
+
+    Width past a word's own `px_per_char * length` is set to background (-1)."""
+
+    def __init__(self, num_classes: int, *, height: int = 32, px_per_char: int = 16, base: int = 32,
+                 channel_mult: tuple[int, ...] = (8, 4, 2), z_dim: int = 32, embed_dim: int = 64,
+                 text_hidden: int = 64, text_layers: int = 1):
+        super().__init__()
+        n_up = len(channel_mult)
+        self.h0, self.w0 = height >> n_up, px_per_char >> n_up
+        if self.h0 << n_up != height or self.w0 << n_up != px_per_char or self.w0 < 1:
+            raise ValueError(f"height {height} and px_per_char {px_per_char} must be multiples of 2**{n_up}")
+        self.height, self.px_per_char, self.z_dim = height, px_per_char, z_dim
+        self.chunk = z_dim // (n_up + 1)  # BigGAN-style hierarchical noise: one chunk per stage
+        if self.chunk < 1:
+            raise ValueError(f"z_dim {z_dim} too small for {n_up + 1} noise chunks")
+        self.text = TextEncoder(num_classes, embed_dim, text_hidden, text_layers)
+        channels = [base * m for m in channel_mult] + [base * channel_mult[-1] // 2]
+        self.c0 = channels[0]
+        self.project = SN(nn.Linear(self.text.out_dim + self.chunk, self.c0 * self.h0 * self.w0))
+        self.blocks = nn.ModuleList(UpBlock(channels[i], channels[i + 1], self.chunk) for i in range(n_up))
+        self.out = nn.Sequential(nn.BatchNorm2d(channels[-1]), nn.ReLU(),
+                                 SN(nn.Conv2d(channels[-1], 1, 3, padding=1)), nn.Tanh())
+
+    def widths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return lengths * self.px_per_char
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        B, L = tokens.shape
+        zs = z[:, : self.chunk * (len(self.blocks) + 1)].split(self.chunk, dim=1)
+        chars = self.text(tokens, lengths)  # (B, L, D)
+        h = self.project(torch.cat([chars, zs[0][:, None, :].expand(B, L, -1)], dim=2))
+        # (B, L, C*h0*w0) -> (B, C, h0, L*w0): character i owns columns [i*w0, (i+1)*w0).
+        h = h.view(B, L, self.c0, self.h0, self.w0).permute(0, 2, 3, 1, 4).reshape(B, self.c0, self.h0, L * self.w0)
+        for block, zc in zip(self.blocks, zs[1:]):
+            h = block(h, zc)
+        img = self.out(h)
+        cols = torch.arange(img.shape[-1], device=img.device)
+        valid = (cols[None, :] < self.widths(lengths)[:, None]).to(img.dtype)[:, None, None, :]
+        return img * valid - (1 - valid)
+
+
+class DownBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, first: bool = False):
+        super().__init__()
+        self.first = first
+        self.conv1 = SN(nn.Conv2d(cin, cout, 3, padding=1))
+        self.conv2 = SN(nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = SN(nn.Conv2d(cin, cout, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x if self.first else F.relu(x)
+        h = F.avg_pool2d(self.conv2(F.relu(self.conv1(h))), 2)
+        return h + F.avg_pool2d(self.skip(x), 2)
+
+
+class Discriminator(nn.Module):
+    """Fully convolutional critic: image (B, 1, H, W) + widths -> one score per image."""
+
+    def __init__(self, *, base: int = 32, channel_mult: tuple[int, ...] = (1, 2, 4, 8)):
+        super().__init__()
+        chans = [1] + [base * m for m in channel_mult]
+        self.blocks = nn.Sequential(*[DownBlock(chans[i], chans[i + 1], first=i == 0) for i in range(len(channel_mult))])
+        self.head = SN(nn.Conv2d(chans[-1], 1, 1))
+        self.stride = 2 ** len(channel_mult)
+
+    def forward(self, images: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+        scores = self.head(F.relu(self.blocks(images))).mean(dim=2)[:, 0]  # (B, W')
+        valid = torch.arange(scores.shape[1], device=scores.device)[None, :] < (
+            (widths + self.stride - 1) // self.stride).clamp(min=1)[:, None]
+        return (scores * valid).sum(1) / valid.sum(1)

@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from htr_augment.gan.balance import backward_balanced, balance_gradients
+from htr_augment.gan.diffaugment import diff_augment
+from htr_augment.gan.models import Discriminator, Generator
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    return Generator(30, height=32, px_per_char=16, base=8, z_dim=32), Discriminator(base=8)
+
+
+@pytest.mark.parametrize("lengths", [[1], [5, 2], [17, 1, 9]])
+def test_generator_width_follows_word_length(nets, lengths):
+    G, D = nets
+    L = max(lengths)
+    tokens = torch.zeros(len(lengths), L, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        tokens[i, :n] = torch.randint(1, 30, (n,))
+    lengths = torch.tensor(lengths)
+    x = G(tokens, lengths, torch.randn(len(lengths), 32))
+    assert x.shape == (len(lengths), 1, 32, 16 * L)
+    assert x.min() >= -1 and x.max() <= 1
+    for i, n in enumerate(lengths.tolist()):
+        assert (x[i, :, :, 16 * n:] == -1).all()  # beyond the word: background
+    scores = D(x, G.widths(lengths))
+    assert scores.shape == (len(lengths),) and torch.isfinite(scores).all()
+
+
+def test_text_encoding_of_a_word_ignores_batch_padding(nets):
+    G, _ = nets
+    tok = torch.randint(1, 30, (1, 4))
+    alone = G.text(tok, torch.tensor([4]))
+    padded = G.text(torch.cat([tok, torch.zeros(1, 3, dtype=torch.long)], 1), torch.tensor([4]))
+    # Packed BiLSTM: the backward direction starts at the word's own last character.
+    assert torch.allclose(alone, padded[:, :4], atol=1e-6)
+    assert (padded[:, 4:] == 0).all()
+
+
+def test_balanced_ctc_gradient_has_the_required_std_ratio():
+    torch.manual_seed(0)
+    g_adv = torch.randn(4, 1, 8, 32) * 0.01
+    g_ctc = torch.randn(4, 1, 8, 32) * 50.0
+    for alpha in (0.5, 1.0, 2.0):
+        combined, scale = balance_gradients(g_adv, g_ctc, alpha)
+        assert torch.allclose((combined - g_adv).std(), alpha * g_adv.std(), rtol=1e-4)
+        assert scale == pytest.approx(alpha * float(g_adv.std() / g_ctc.std()), rel=1e-4)
+
+
+def test_backward_balanced_feeds_only_the_image_producer():
+    torch.manual_seed(0)
+    gen = torch.nn.Linear(4, 16)
+    critic = torch.nn.Linear(16, 1)
+    reader = torch.nn.Linear(16, 3)
+    image = gen(torch.randn(2, 4))
+    loss_adv = -critic(image).mean()
+    loss_ctc = reader(image).pow(2).mean() * 1e3
+    stats = backward_balanced(image, loss_adv, loss_ctc, alpha=1.0)
+    assert gen.weight.grad is not None and gen.weight.grad.abs().sum() > 0
+    assert critic.weight.grad is None and reader.weight.grad is None
+    assert stats["ctc_scale"] == pytest.approx(stats["std_grad_adv"] / stats["std_grad_ctc"], rel=1e-4)
+
+
+def test_diffaugment_is_differentiable_and_checks_policy():
+    x = torch.rand(3, 1, 32, 64, requires_grad=True) * 2 - 1
+    x.retain_grad()
+    widths = torch.tensor([64, 40, 16])
+    y = diff_augment(x, widths, ["translation", "cutout", "color"])
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert torch.equal(diff_augment(x, widths, []), x)
+    with pytest.raises(ValueError, match="unknown DiffAugment policy 'flip'"):
+        diff_augment(x, widths, ["flip"])
