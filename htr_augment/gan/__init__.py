@@ -1,0 +1,1 @@
+"""The handwriting GAN (Alonso, Moysset & Messina, ICDAR 2019)."""
