@@ -77,3 +77,36 @@ def cer(references: Iterable[str], hypotheses: Iterable[str]) -> float:
 
 def wer(references: Iterable[str], hypotheses: Iterable[str]) -> float:
     return edit_counts(references, hypotheses).wer
+
+
+def edit_operations(reference, hypothesis) -> list[tuple[str, object, object]]:
+    """The edits of one minimal Levenshtein alignment, for error analysis.
+
+    Returns (op, ref_item, hyp_item) with op "S" (substitution), "D" (deletion: hyp_item
+    None) or "I" (insertion: ref_item None), in reference order; matches are left out, so
+    len(result) == editdistance.eval(reference, hypothesis). Works on strings (characters)
+    and on lists of words. Ties prefer substitution, then deletion, so counts are stable.
+    """
+    ref, hyp = list(reference), list(hypothesis)
+    n, m = len(ref), len(hyp)
+    # dist[i][j]: edit distance of ref[:i] and hyp[:j]
+    dist = [list(range(m + 1))] + [[i] + [0] * m for i in range(1, n + 1)]
+    for i in range(1, n + 1):
+        row, prev, r = dist[i], dist[i - 1], ref[i - 1]
+        for j in range(1, m + 1):
+            row[j] = min(prev[j - 1] + (r != hyp[j - 1]), prev[j] + 1, row[j - 1] + 1)
+    ops: list[tuple[str, object, object]] = []
+    i, j = n, m
+    while i or j:
+        if i and j and dist[i][j] == dist[i - 1][j - 1] + (ref[i - 1] != hyp[j - 1]):
+            if ref[i - 1] != hyp[j - 1]:
+                ops.append(("S", ref[i - 1], hyp[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and dist[i][j] == dist[i - 1][j] + 1:
+            ops.append(("D", ref[i - 1], None))
+            i -= 1
+        else:
+            ops.append(("I", None, hyp[j - 1]))
+            j -= 1
+    ops.reverse()
+    return ops
