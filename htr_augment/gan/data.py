@@ -1,0 +1,70 @@
+"""Real words for the GAN, in G's canonical geometry, and the texts G is asked to write."""
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+
+from ..alphabet import Alphabet
+from ..data.dataset import WordSample
+from ..images import pad_batch
+
+
+def encode_texts(texts: list[str], alphabet: Alphabet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> tokens (B, L_max) padded with 0, lengths (B,), flat CTC targets."""
+    encoded = [alphabet.encode(t, sample=f"text to generate {t!r}") for t in texts]
+    lengths = torch.tensor([len(e) for e in encoded], dtype=torch.long)
+    tokens = torch.zeros(len(texts), int(lengths.max()), dtype=torch.long)
+    for i, e in enumerate(encoded):
+        tokens[i, : len(e)] = torch.tensor(e)
+    return tokens, lengths, torch.tensor([c for e in encoded for c in e], dtype=torch.long)
+
+
+class CanonicalCollate:
+    """Resize each real word to `px_per_char` pixels per character (G's geometry), then pad.
+
+    D compares real and generated words at the same character density, so it cannot
+    tell them apart by width alone. Returns images in ink space (ink = 1), like CTCCollate."""
+
+    def __init__(self, alphabet: Alphabet, px_per_char: int):
+        self.alphabet = alphabet
+        self.px_per_char = px_per_char
+
+    def __call__(self, samples: list[WordSample]) -> dict:
+        images = []
+        for s in samples:
+            w = self.px_per_char * len(s.text)
+            images.append(F.interpolate(s.image[None], size=(s.image.shape[1], w), mode="bilinear",
+                                        align_corners=False, antialias=True)[0])
+        batch, widths = pad_batch(images)
+        tokens, lengths, targets = encode_texts([s.text for s in samples], self.alphabet)
+        return {"images": batch, "widths": widths, "targets": targets, "target_lengths": lengths,
+                "texts": [s.text for s in samples]}
+
+
+class TextSampler:
+    """Words for G to write: drawn from a lexicon with a generator seeded per step, so a
+    resumed run asks for exactly the words an uninterrupted one would have."""
+
+    def __init__(self, lexicon: list[str], seed: int, rank: int = 0):
+        if not lexicon:
+            raise ValueError("the lexicon of words to generate is empty")
+        self.lexicon = lexicon
+        self.seed, self.rank = seed, rank
+
+    def draw(self, step: int, n: int) -> list[str]:
+        rng = random.Random(f"{self.seed}:{self.rank}:{step}")
+        return [rng.choice(self.lexicon) for _ in range(n)]
+
+
+def natural_px_per_char(dataset, limit: int = 500) -> float:
+    """Mean width per character of the real words at the dataset's height (sampled evenly)."""
+    n = len(dataset)
+    idx = range(0, n, max(1, n // limit))
+    widths = chars = 0
+    for i in idx:
+        s = dataset[i]
+        widths += s.image.shape[-1]
+        chars += len(s.text)
+    return widths / max(1, chars)

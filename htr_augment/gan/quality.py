@@ -1,0 +1,49 @@
+"""Quality metrics of generated words, computed in an independent recognizer's terms.
+
+- text fidelity: CER/WER of that recognizer on the words (in- and out-of-vocabulary);
+- Fréchet distance between real and generated words in its feature space
+  (recognizer.model.CRNN.features; no network pretrained elsewhere can be used here);
+- diversity: mean pairwise feature distance between renderings of the same word.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+from ..images import pad_batch
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets a (N, D) and b (M, D).
+
+    Tr(sqrt(Sa Sb)) is computed as the sum of square roots of the eigenvalues of the
+    symmetric matrix sqrt(Sa) Sb sqrt(Sa), which is stable without scipy."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(cov_a)
+    sqrt_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = sqrt_a @ cov_b @ sqrt_a
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt)
+
+
+def mean_pairwise_distance(groups: list[np.ndarray]) -> float:
+    """Mean L2 distance between members of each group (renderings of one word), over groups."""
+    dists = [float(np.linalg.norm(x - y)) for g in groups if len(g) > 1 for x, y in itertools.combinations(g, 2)]
+    return float(np.mean(dists)) if dists else float("nan")
+
+
+@torch.no_grad()
+def recognize(model, alphabet, images: list[torch.Tensor], batch_size: int = 32, device="cpu"):
+    """Greedy transcriptions and features (B, D) of (1, H, W) ink-space images."""
+    from recognizer.decoding import greedy_decode
+    texts, feats = [], []
+    for i in range(0, len(images), batch_size):
+        batch, widths = pad_batch(images[i:i + batch_size], model.stride)
+        batch, widths = batch.to(device), widths.to(device)
+        out = model(batch, widths)
+        texts += greedy_decode(out.log_probs, out.lengths, alphabet)
+        feats.append(model.features(batch, widths).float().cpu())
+    return texts, torch.cat(feats).numpy() if feats else np.zeros((0, 0))

@@ -1,0 +1,73 @@
+"""Train the handwriting GAN on real word images.
+
+    python -m htr_augment.gan.train --config configs/gan/base.toml --train words.lmdb --out runs/gan
+    torchrun --nproc_per_node 2 -m htr_augment.gan.train --config ... --train ... --out ...
+
+Word images come from `python -m recognizer.segment` on line data. Checkpoints
+(G, G-EMA, D, R, optimizers, alphabet, config) go to OUT/last.pt atomically; rerun
+with --resume to continue exactly. TensorBoard logs and metrics.csv are in OUT,
+sample grids in OUT/samples/.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..config import ConfigError
+from ..data import LmdbWordDataset
+from ..training import CheckpointError, cleanup_distributed, init_distributed
+from .config import load_gan_config
+from .trainer import GanTrainer, NonFiniteLoss
+
+
+def recognizer_config_for(config: dict) -> dict:
+    from recognizer.config import load_recognizer_config, make_config
+    path = config["recognizer"]["config"]
+    rc = load_recognizer_config(path) if path else make_config()
+    rc["data"]["height"] = config["data"]["height"]  # R reads G's images
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="GAN TOML config (configs/gan/tiny.toml, cpu.toml, base.toml)")
+    p.add_argument("--train", required=True, help="LMDB of real word images (from recognizer.segment)")
+    p.add_argument("--out", required=True, help="run directory: checkpoints, logs, samples")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--recognizer", help="start R from this trained word-recognizer checkpoint "
+                   "(default: the config's recognizer.checkpoint, else from scratch)")
+    p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    try:
+        config = load_gan_config(args.config)
+        d = config["data"]
+        dist = init_distributed(args.device)
+        dataset = LmdbWordDataset(args.train, height=d["height"], min_length=d["min_length"],
+                                  max_length=d["max_length"])
+        trainer = GanTrainer(config, recognizer_config_for(config), dataset, dataset.alphabet, out, dist,
+                             progress=not args.no_progress)
+        if args.resume:
+            if not (out / "last.pt").is_file():
+                raise CheckpointError(f"--resume: no {out / 'last.pt'} to continue from")
+            trainer.resume(out / "last.pt")
+        elif args.recognizer or config["recognizer"]["checkpoint"]:
+            trainer.load_recognizer(args.recognizer or config["recognizer"]["checkpoint"])
+        trainer.fit(args.max_steps)
+    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"htr_augment.gan.train: error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as e:
+        print(f"htr_augment.gan.train: stopped: {e}. The last good checkpoint is {out / 'last.pt'}",
+              file=sys.stderr)
+        return 3
+    finally:
+        cleanup_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""WordGenerator: the trained generator as a library call.
+
+    from htr_augment.gan import WordGenerator
+    gen = WordGenerator.load()                # the weights shipped in the package
+    images = gen.generate(["bonjour", "monde"], seed=0)   # one style for both words
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..alphabet import Alphabet, AlphabetError, normalize_text
+from ..training.checkpoint import CheckpointError, load_checkpoint
+from .models import Generator
+
+PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "generator.pt"
+
+
+def build_generator(config: dict, num_classes: int) -> Generator:
+    g, d = config["generator"], config["data"]
+    return Generator(num_classes, height=d["height"], px_per_char=d["px_per_char"], base=g["base"],
+                     channel_mult=tuple(g["channel_mult"]), z_dim=g["z_dim"], embed_dim=g["embed_dim"],
+                     text_hidden=g["text_hidden"], text_layers=g["text_layers"])
+
+
+class WordGenerator:
+    """Writes words with a trained (EMA) generator. Images follow htr_augment.images: ink = 1."""
+
+    def __init__(self, generator: Generator, alphabet: Alphabet, config: dict, *,
+                 natural_px_per_char: float | None = None, info: dict | None = None, device="cpu"):
+        self.generator = generator.to(device).eval()
+        self.alphabet = alphabet
+        self.config = config
+        self.device = torch.device(device)
+        # G writes px_per_char pixels per character; real handwriting of the training set
+        # averaged natural_px_per_char at the same height, and outputs are resized to it.
+        self.natural_px_per_char = natural_px_per_char
+        self.info = info or {}
+
+    @property
+    def height(self) -> int:
+        return self.generator.height
+
+    @property
+    def z_dim(self) -> int:
+        return self.generator.z_dim
+
+    @classmethod
+    def load(cls, checkpoint: str | os.PathLike | None = None, device: str = "cpu") -> "WordGenerator":
+        """Load a GAN checkpoint (training or exported); default: the package's shipped weights."""
+        path = Path(checkpoint) if checkpoint else PACKAGE_WEIGHTS
+        if checkpoint is None and not path.is_file():
+            raise CheckpointError(f"no generator weights are shipped at {path} yet; pass a checkpoint "
+                                  "trained with python -m htr_augment.gan.train")
+        ckpt = load_checkpoint(path, map_location="cpu", kind="gan")
+        models = ckpt["models"]
+        key = "generator_ema" if "generator_ema" in models else "generator"
+        if key not in models:
+            raise CheckpointError(f"{path}: GAN checkpoint without generator weights")
+        alphabet = Alphabet(ckpt["alphabet"])
+        gen = build_generator(ckpt["config"], len(alphabet))
+        gen.load_state_dict(models[key])
+        extra = ckpt.get("extra", {})
+        return cls(gen, alphabet, ckpt["config"], natural_px_per_char=extra.get("natural_px_per_char"),
+                   info={"path": str(path), "step": ckpt["step"], **extra}, device=device)
+
+    def check(self, texts: list[str]) -> list[str]:
+        texts = [normalize_text(t) for t in texts]
+        for t in texts:
+            if not t:
+                raise ValueError("cannot generate an empty word")
+            missing = self.alphabet.missing(t)
+            if missing:
+                raise AlphabetError(missing, t, "the text to generate (the generator's alphabet: "
+                                    f"{''.join(self.alphabet.chars)!r})")
+        return texts
+
+    def sample_z(self, n: int, seed: int | None = None) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        return torch.randn(n, self.z_dim, generator=gen)
+
+    @torch.no_grad()
+    def generate(self, texts: str | list[str], z: torch.Tensor | None = None, seed: int | None = None,
+                 natural_width: bool = True, batch_size: int = 64) -> list[torch.Tensor]:
+        """Images (1, H, W) for `texts`, ink = 1, background = 0.
+
+        `z` of shape (z_dim,) or (1, z_dim) writes every word in one style (one hand);
+        (N, z_dim) gives each word its own. Without z, one style is drawn from `seed`
+        for all words. `natural_width` resizes from G's fixed pixels per character to the
+        training data's mean width per character."""
+        texts = self.check([texts] if isinstance(texts, str) else list(texts))
+        if z is None:
+            z = self.sample_z(1, seed)
+        z = z.reshape(-1, self.z_dim).float()
+        if z.shape[0] == 1:
+            z = z.expand(len(texts), -1)
+        if z.shape[0] != len(texts):
+            raise ValueError(f"z has {z.shape[0]} styles for {len(texts)} texts (give 1 or {len(texts)})")
+        out: list[torch.Tensor] = []
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start:start + batch_size]
+            lengths = torch.tensor([len(t) for t in chunk])
+            tokens = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)
+            for i, t in enumerate(chunk):
+                tokens[i, : len(t)] = torch.tensor(self.alphabet.encode(t))
+            imgs = self.generator(tokens.to(self.device), lengths.to(self.device), z[start:start + len(chunk)].to(self.device))
+            imgs = (imgs.float().cpu() + 1) / 2  # tanh space -> ink = 1, background = 0
+            for img, n in zip(imgs, lengths.tolist()):
+                img = img[:, :, : n * self.generator.px_per_char]
+                if natural_width and self.natural_px_per_char:
+                    w = max(1, round(n * self.natural_px_per_char))
+                    img = F.interpolate(img[None], size=(img.shape[1], w), mode="bilinear", align_corners=False)[0]
+                out.append(img.clamp(0, 1))
+        return out
+
+    def generate_line(self, text: str, z: torch.Tensor | None = None, seed: int | None = None,
+                      space: float = 0.6) -> torch.Tensor:
+        """A line in one hand: each word generated with the same style, joined by gaps
+        of `space` × the image height."""
+        words = text.split()
+        if not words:
+            raise ValueError("cannot generate an empty line")
+        images = self.generate(words, z=z, seed=seed)
+        gap = torch.zeros(1, self.height, max(1, round(space * self.height)))
+        parts = [images[0]]
+        for img in images[1:]:
+            parts += [gap, img]
+        return torch.cat(parts, dim=2)

@@ -1,0 +1,119 @@
+"""The GAN trainer on a tiny set of drawn words: losses, balancing, resume, generation."""
+import random
+
+import pytest
+import torch
+
+from htr_augment.alphabet import AlphabetError
+from htr_augment.data import LmdbWordDataset
+from htr_augment.data.build_lmdb import BuildOptions, build
+from htr_augment.data.sources import read_gt
+from htr_augment.gan.config import load_gan_config
+from htr_augment.gan.trainer import GanTrainer
+from htr_augment.gan.word_generator import WordGenerator
+from htr_augment.training import DistInfo, load_checkpoint
+
+from .conftest import REPO, write_gt
+
+R_TINY = {"data": {"height": 32},
+          "model": {"stem_channels": 8, "stages": [[1, 16], [1, 32]], "pools": [[2, 1]],
+                    "lstm_hidden": 32, "lstm_layers": 1, "dropout": 0.0}}
+CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def words_lmdb(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("gan")
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdeh") for _ in range(rng.randint(2, 5))) for _ in range(48)]
+    gt = write_gt(tmp / "src", words, height=32, px_per_char=16)
+    build(read_gt(gt), tmp / "w.lmdb", BuildOptions(height=32), inputs=["drawn"], progress=False)
+    return tmp / "w.lmdb"
+
+
+def make_trainer(words_lmdb, out, **train):
+    config = load_gan_config(REPO / "configs" / "gan" / "tiny.toml")
+    config["train"].update(train)
+    ds = LmdbWordDataset(words_lmdb, height=32)
+    from recognizer.config import make_config
+    return GanTrainer(config, make_config(R_TINY), ds, ds.alphabet, out, CPU, progress=False)
+
+
+def test_recognizer_gets_no_gradient_from_generated_images(words_lmdb, tmp_path):
+    tr = make_trainer(words_lmdb, tmp_path)
+    real = next(iter(torch.utils.data.DataLoader(tr.dataset, batch_size=8, collate_fn=tr.collate)))
+    r_before = {k: v.clone() for k, v in tr.R.state_dict().items()}
+    seen = []
+    orig_step = tr.opt_r.step
+
+    def spy():
+        seen.append([p.grad.clone() if p.grad is not None else None for p in tr.R.parameters()])
+        orig_step()
+    tr.opt_r.step = spy
+    stats = tr.train_step(real)
+    # R stepped once, on real images; after G's step its gradients were left untouched.
+    assert len(seen) == 1
+    assert all(p.grad is None or torch.equal(p.grad, g) for p, g in zip(tr.R.parameters(), seen[0]))
+    assert any(not torch.equal(r_before[k], v) for k, v in tr.R.state_dict().items())
+    assert stats["balance/ctc_scale"] == pytest.approx(
+        stats["balance/std_grad_adv"] / stats["balance/std_grad_ctc"], rel=1e-3)
+
+
+def test_generator_learns_to_write_what_the_recognizer_reads(words_lmdb, tmp_path):
+    torch.manual_seed(0)
+    tr = make_trainer(words_lmdb, tmp_path, alpha=2.0)
+    # Train R alone on the real words, then freeze it and let G learn from it.
+    loader = torch.utils.data.DataLoader(tr.dataset, batch_size=16, shuffle=True, collate_fn=tr.collate)
+    from recognizer.losses import ctc_losses
+    for _ in range(25):
+        for real in loader:
+            loss, _, _ = ctc_losses(tr.R(real["images"], real["widths"]), real["targets"], real["target_lengths"], 0.1)
+            tr.opt_r.zero_grad()
+            loss.backward()
+            tr.opt_r.step()
+    for g in tr.opt_r.param_groups:
+        g["lr"] = 0.0
+    history = []
+    batches = iter(lambda: next(iter(loader)), None)
+    for step in range(40):
+        tr.step = step
+        history.append(tr.train_step(next(batches))["loss/g_ctc"])
+    first, last = sum(history[:5]) / 5, sum(history[-5:]) / 5
+    assert last < 0.8 * first, history
+
+
+def test_resume_continues_exactly(words_lmdb, tmp_path):
+    a = make_trainer(words_lmdb, tmp_path / "a", checkpoint_every=3, sample_every=1000)
+    a.fit(6)
+    b = make_trainer(words_lmdb, tmp_path / "b", checkpoint_every=3, sample_every=1000)
+    b.fit(3)
+    c = make_trainer(words_lmdb, tmp_path / "b", checkpoint_every=3, sample_every=1000)
+    c.resume(tmp_path / "b" / "last.pt")
+    assert c.step == 3
+    c.fit(6)
+    for name in ("G", "D", "R"):
+        for (k, va), vc in zip(getattr(a, name).state_dict().items(), getattr(c, name).state_dict().values()):
+            assert torch.allclose(va.float(), vc.float(), atol=1e-6), (name, k)
+    ckpt = load_checkpoint(tmp_path / "a" / "last.pt", kind="gan")
+    assert set(ckpt["models"]) == {"generator", "generator_ema", "discriminator", "recognizer"}
+    assert ckpt["step"] == 6 and ckpt["alphabet"] == a.alphabet.chars
+
+
+def test_generation_is_deterministic_and_style_is_shared(words_lmdb, tmp_path):
+    tr = make_trainer(words_lmdb, tmp_path, checkpoint_every=2, sample_every=1000)
+    tr.fit(2)
+    gen = WordGenerator.load(tmp_path / "last.pt")
+    a = gen.generate(["abc", "de"], seed=7)
+    b = gen.generate(["abc", "de"], seed=7)
+    c = gen.generate(["abc", "de"], seed=8)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not torch.equal(a[0], c[0])
+    z = gen.sample_z(1, seed=3)
+    alone = gen.generate(["abc"], z=z)[0]
+    together = gen.generate(["hd", "abc", "e"], z=z)[1]  # one style for the whole batch
+    assert torch.allclose(alone, together, atol=1e-5)
+    assert alone.shape[1] == 32 and 0 <= float(alone.min()) and float(alone.max()) <= 1
+    with pytest.raises(AlphabetError, match="'z'"):
+        gen.generate(["xyz"])
+    line = gen.generate_line("abc de", seed=1)
+    assert line.shape[-1] > alone.shape[-1]
