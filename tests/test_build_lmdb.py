@@ -1,9 +1,7 @@
 """htr-build-lmdb on real Copiste data and on every kind of bad input."""
 import csv
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import lmdb
