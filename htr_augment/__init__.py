@@ -1,6 +1,10 @@
 """htr-augment: synthetic handwriting for HTR training."""
-from .alphabet import Alphabet, AlphabetError
-from .data import CTCCollate, LmdbWordDataset, WordSample
-
 __version__ = "0.1.0"
-__all__ = ["Alphabet", "AlphabetError", "CTCCollate", "LmdbWordDataset", "WordSample", "__version__"]
+
+from .alphabet import Alphabet, AlphabetError  # noqa: E402
+from .data import CTCCollate, LmdbWordDataset, WordSample  # noqa: E402
+from .mixing import MixedDataset, MixingBatchSampler  # noqa: E402
+from .synthetic import SyntheticWordDataset  # noqa: E402
+
+__all__ = ["Alphabet", "AlphabetError", "CTCCollate", "LmdbWordDataset", "MixedDataset", "MixingBatchSampler",
+           "SyntheticWordDataset", "WordSample", "__version__"]

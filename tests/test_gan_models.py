@@ -39,6 +39,23 @@ def test_text_encoding_of_a_word_ignores_batch_padding(nets):
     assert (padded[:, 4:] == 0).all()
 
 
+def test_a_word_does_not_depend_on_its_batch_in_eval_mode(nets):
+    G, _ = nets
+    torch.manual_seed(1)
+    G.train()
+    G(torch.randint(1, 30, (4, 6)), torch.tensor([6, 3, 2, 5]), torch.randn(4, 32))  # some BN statistics
+    G.eval()
+    tok = torch.randint(1, 30, (1, 4))
+    z = torch.randn(1, 32)
+    alone = G(tok, torch.tensor([4]), z)
+    others = torch.randint(1, 30, (2, 7))
+    batch = torch.cat([torch.cat([tok, torch.zeros(1, 3, dtype=torch.long)], 1), others])
+    together = G(batch, torch.tensor([4, 7, 5]), torch.cat([z, torch.randn(2, 32)]))
+    G.train()
+    assert torch.allclose(alone, together[:1, :, :, :64], atol=1e-5)
+    assert (together[0, :, :, 64:] == -1).all()
+
+
 def test_balanced_ctc_gradient_has_the_required_std_ratio():
     torch.manual_seed(0)
     g_adv = torch.randn(4, 1, 8, 32) * 0.01

@@ -25,7 +25,7 @@ from ..images import encode_png, resize_to_height
 from .lmdb_format import LmdbWriter
 from .sources import InputError, Item, RejectedSample, normalize_label, read_alto, read_folder, read_gt, read_tsv
 
-__version__ = "0.1.0"
+from .. import __version__
 
 
 def ctc_min_frames(label: str) -> int:

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm as SN
 
+from recognizer.model import column_mask
+
 
 class TextEncoder(nn.Module):
     def __init__(self, num_classes: int, embed_dim: int, hidden: int, layers: int = 1):
@@ -57,10 +59,13 @@ class UpBlock(nn.Module):
         self.conv2 = SN(nn.Conv2d(cout, cout, 3, padding=1))
         self.skip = SN(nn.Conv2d(cin, cout, 1))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = F.interpolate(F.relu(self.bn1(x, cond)), scale_factor=2)
-        h = self.conv2(F.relu(self.bn2(self.conv1(h), cond)))
-        return h + self.skip(F.interpolate(x, scale_factor=2))
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+        """`widths`: each word's valid columns in x. Columns beyond are zeroed before every
+        convolution, so in eval mode a word is the same whatever its batch is padded to."""
+        w2 = widths * 2
+        h = F.interpolate(column_mask(F.relu(self.bn1(x, cond)), widths), scale_factor=2)
+        h = self.conv2(column_mask(F.relu(self.bn2(self.conv1(h), cond)), w2))
+        return column_mask(h + self.skip(F.interpolate(x, scale_factor=2)), w2)
 
 
 class Generator(nn.Module):
@@ -85,8 +90,8 @@ class Generator(nn.Module):
         self.c0 = channels[0]
         self.project = SN(nn.Linear(self.text.out_dim + self.chunk, self.c0 * self.h0 * self.w0))
         self.blocks = nn.ModuleList(UpBlock(channels[i], channels[i + 1], self.chunk) for i in range(n_up))
-        self.out = nn.Sequential(nn.BatchNorm2d(channels[-1]), nn.ReLU(),
-                                 SN(nn.Conv2d(channels[-1], 1, 3, padding=1)), nn.Tanh())
+        self.out_bn = nn.BatchNorm2d(channels[-1])
+        self.out_conv = SN(nn.Conv2d(channels[-1], 1, 3, padding=1))
 
     def widths(self, lengths: torch.Tensor) -> torch.Tensor:
         return lengths * self.px_per_char
@@ -98,12 +103,14 @@ class Generator(nn.Module):
         h = self.project(torch.cat([chars, zs[0][:, None, :].expand(B, L, -1)], dim=2))
         # (B, L, C*h0*w0) -> (B, C, h0, L*w0): character i owns columns [i*w0, (i+1)*w0).
         h = h.view(B, L, self.c0, self.h0, self.w0).permute(0, 2, 3, 1, 4).reshape(B, self.c0, self.h0, L * self.w0)
+        widths = lengths * self.w0
+        h = column_mask(h, widths)  # padding characters contribute nothing
         for block, zc in zip(self.blocks, zs[1:]):
-            h = block(h, zc)
-        img = self.out(h)
-        cols = torch.arange(img.shape[-1], device=img.device)
-        valid = (cols[None, :] < self.widths(lengths)[:, None]).to(img.dtype)[:, None, None, :]
-        return img * valid - (1 - valid)
+            h = block(h, zc, widths)
+            widths = widths * 2
+        img = torch.tanh(self.out_conv(column_mask(F.relu(self.out_bn(h)), widths)))
+        valid = column_mask(torch.ones_like(img), widths)
+        return img * valid - (1 - valid)  # beyond the word: background (-1)
 
 
 class DownBlock(nn.Module):

@@ -1,0 +1,173 @@
+import random
+import subprocess
+import sys
+
+import lmdb
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from htr_augment import CTCCollate, LmdbWordDataset, MixedDataset, MixingBatchSampler, SyntheticWordDataset
+from htr_augment.lexicon import NgramSampler, load_lexicon
+
+from .conftest import write_gt
+from .fixtures_gan import ALPHABET, tiny_generator_checkpoint
+
+WORDS = ["maison", "chat", "été", "porte", "rue", "ville", "lac", "pré"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return tiny_generator_checkpoint(tmp_path_factory.mktemp("g") / "g.pt")
+
+
+def test_items_are_deterministic_whatever_the_access_order(ckpt):
+    a = SyntheticWordDataset(ckpt, WORDS, length=40, seed=3, height=48, chunk_size=8)
+    b = SyntheticWordDataset(ckpt, WORDS, length=40, seed=3, height=48, chunk_size=5)
+    for i in (17, 0, 39, 17):
+        sa, sb = a[i], b[i]
+        assert sa.text == sb.text and sa.writer == sb.writer == f"synthetic:3:{i}"
+        assert torch.allclose(sa.image, sb.image, atol=1e-5)
+    s = a[0]
+    assert s.image.shape[:2] == (1, 48) and s.image.dtype == torch.float32
+    assert 0 <= float(s.image.min()) and float(s.image.max()) <= 1 and s.text in WORDS
+    c = SyntheticWordDataset(ckpt, WORDS, length=40, seed=4, height=48)
+    assert any(c[i].text != a[i].text or c[i].image.shape != a[i].image.shape
+               or not torch.equal(c[i].image, a[i].image) for i in range(5))
+    with pytest.raises(IndexError):
+        a[40]
+
+
+def test_same_items_from_two_workers(ckpt):
+    ds = SyntheticWordDataset(ckpt, WORDS, length=24, seed=1, height=32, chunk_size=6)
+    collate = CTCCollate(ALPHABET)
+    loader = DataLoader(ds, batch_size=6, num_workers=2, collate_fn=collate)
+    batches = list(loader)
+    texts = [t for b in batches for t in b["texts"]]
+    assert texts == [ds[i].text for i in range(24)]
+    first = collate([ds[i] for i in range(6)])
+    assert torch.allclose(batches[0]["images"], first["images"], atol=1e-5)
+
+
+def test_resample_draws_new_words_once_a_chunk_is_served(ckpt):
+    ds = SyntheticWordDataset(ckpt, WORDS, length=8, seed=0, chunk_size=8, resample=True)
+    first = [ds[i] for i in range(8)]
+    second = [ds[i] for i in range(8)]
+    assert any(a.text != b.text or a.image.shape != b.image.shape or not torch.equal(a.image, b.image)
+               for a, b in zip(first, second))
+
+
+def test_lexicon_sources_and_alphabet_filter(ckpt, tmp_path, caplog):
+    (tmp_path / "w.txt").write_text("chat\nQuébec\n\nrue\n", encoding="utf-8")
+    assert load_lexicon(tmp_path / "w.txt") == ["chat", "Québec", "rue"]
+    ds = SyntheticWordDataset(ckpt, tmp_path / "w.txt", length=4)
+    assert ds.words == ["chat", "rue"] and sum(ds.dropped.values()) == 1  # 'Q' is not in the alphabet
+    assert "dropped 1 of 3 words" in caplog.text
+    gt = write_gt(tmp_path / "src", ["lac", "pré"])
+    from htr_augment.data.build_lmdb import BuildOptions, build
+    from htr_augment.data.sources import read_gt
+    build(read_gt(gt), tmp_path / "l.lmdb", BuildOptions(), inputs=["x"], progress=False)
+    assert load_lexicon(tmp_path / "l.lmdb") == ["lac", "pré"]
+    with pytest.raises(ValueError, match="no word of the lexicon"):
+        SyntheticWordDataset(ckpt, ["QWERTY"], length=4)
+    with pytest.raises(FileNotFoundError):
+        load_lexicon(tmp_path / "nope.txt")
+
+
+def test_ngram_sampler_makes_new_words_of_the_language():
+    words = ["maison", "raison", "saison", "poison", "prison", "frisson", "chanson", "garçon"] * 3
+    s = NgramSampler(words, n=3, min_length=3, max_length=9)
+    rng = random.Random(0)
+    out = [s.sample(rng) for _ in range(200)]
+    assert all(3 <= len(w) <= 9 for w in out)
+    assert all(set(w) <= set("".join(words)) for w in out)
+    assert set(out) - set(words), "an n-gram sampler should also produce unseen words"
+    assert [s.sample(random.Random(5)) for _ in range(3)] == [s.sample(random.Random(5)) for _ in range(3)]
+
+
+class Fake(torch.utils.data.Dataset):
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+
+@pytest.mark.parametrize("ratio,world", [(0.5, 1), (0.25, 2), (0.0, 1)])
+def test_mixing_sampler_ratio_and_epoch_by_real_data(ratio, world):
+    mixed = MixedDataset(Fake(103), Fake(500))
+    seen_real = []
+    for rank in range(world):
+        s = MixingBatchSampler(mixed, batch_size=8, ratio=ratio, seed=2, rank=rank, world_size=world, chunk_size=16)
+        s.set_epoch(1)
+        batches = list(s)
+        assert len(batches) == len(s)
+        real = [i for b in batches for i in b if i < 103]
+        syn = [i for b in batches for i in b if i >= 103]
+        for b in batches[:-1]:
+            assert sum(i >= 103 for i in b) == round(ratio * 8) and len(b) == 8
+        assert len(real) == len(set(real)) == 103 // world  # one pass over this rank's share
+        seen_real += real
+        if syn:  # read in whole chunks of consecutive indices: one generator pass per chunk
+            chunks = [(i - 103) // 16 for i in syn]
+            runs = [c for k, c in enumerate(chunks) if k == 0 or c != chunks[k - 1]]
+            assert len(runs) == len(set(runs)) <= len(syn) // 16 + 2
+    assert len(set(seen_real)) == len(seen_real)  # ranks disjoint
+    s = MixingBatchSampler(mixed, batch_size=8, ratio=ratio, seed=2, rank=0, world_size=1)
+    s.set_epoch(1)
+    first = list(s)
+    s.set_epoch(2)
+    assert list(s) != first
+    with pytest.raises(ValueError, match="ratio"):
+        MixingBatchSampler(mixed, batch_size=8, ratio=1.0)
+
+
+def test_mixed_loader_yields_real_and_synthetic(ckpt, tmp_path):
+    gt = write_gt(tmp_path / "src", WORDS, height=32)
+    from htr_augment.data.build_lmdb import BuildOptions, build
+    from htr_augment.data.sources import read_gt
+    build(read_gt(gt), tmp_path / "r.lmdb", BuildOptions(height=32), inputs=["x"], progress=False)
+    real = LmdbWordDataset(tmp_path / "r.lmdb", alphabet=ALPHABET)
+    synth = SyntheticWordDataset(ckpt, WORDS, length=64, height=32)
+    mixed = MixedDataset(real, synth)
+    loader = DataLoader(mixed, batch_sampler=MixingBatchSampler(mixed, 4, 0.5, seed=0), collate_fn=CTCCollate(ALPHABET))
+    batch = next(iter(loader))
+    assert sum(w.startswith("synthetic:") for w in batch["writers"]) == 2
+    assert batch["images"].shape[:3] == (4, 1, 32)
+
+
+def read_standard(path):
+    env = lmdb.open(str(path), readonly=True, lock=False)
+    with env.begin() as txn:
+        n = int(txn.get(b"num-samples"))
+        out = [(txn.get(b"image-%09d" % i), txn.get(b"label-%09d" % i).decode()) for i in range(1, n + 1)]
+    env.close()
+    return out
+
+
+def test_export_to_lmdb_resumes_to_the_same_result(ckpt, tmp_path):
+    (tmp_path / "w.txt").write_text("\n".join(WORDS), encoding="utf-8")
+    from htr_augment.gan.export_lmdb import export
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "htr_augment.gan.export_lmdb", "--lexicon", str(tmp_path / "w.txt"),
+                               "--checkpoint", str(ckpt), "--no-progress", *map(str, args)], capture_output=True, text=True)
+    r = cli("-n", 40, "--out", tmp_path / "full.lmdb")
+    assert r.returncode == 0, r.stderr
+    full = read_standard(tmp_path / "full.lmdb")
+    assert len(full) == 40 and all(label in WORDS for _, label in full)
+
+    class Stop(Exception):
+        pass
+    synth = SyntheticWordDataset(ckpt, WORDS, length=40, seed=0)
+    orig = synth.__class__.__getitem__
+    synth.__class__ = type("Crashing", (SyntheticWordDataset,), {
+        "__getitem__": lambda self, i: (_ for _ in ()).throw(Stop) if i == 37 else orig(self, i)})
+    source = {"lexicon": str(tmp_path / "w.txt"), "ngram": 0, "checkpoint": str(ckpt)}
+    with pytest.raises(Stop):
+        synth.chunk_size = 2  # commits every 32 words
+        export(synth, 40, str(tmp_path / "part.lmdb"), progress=False, source=source)
+    assert (tmp_path / "part.lmdb.partial").is_dir() and not (tmp_path / "part.lmdb").exists()
+    r = cli("-n", 40, "--out", tmp_path / "part.lmdb", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert [label for _, label in read_standard(tmp_path / "part.lmdb")] == [label for _, label in full]
