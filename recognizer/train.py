@@ -492,6 +492,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--alphabet", help="alphabet file (JSON or plain characters); default: the union of the "
                    "training LMDBs' alphabets. Training labels outside it are dropped (and counted)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    syn = p.add_argument_group("synthetic data (htr_augment.SyntheticWordDataset mixed into every batch)")
+    syn.add_argument("--synthetic-ratio", type=float, default=0.0, metavar="R",
+                     help="fraction of each batch that is generated words, in [0, 1) (default 0: none); "
+                          "an epoch is still one pass over the real data")
+    syn.add_argument("--generator", metavar="CKPT", help="GAN checkpoint (default: the weights shipped in the package)")
+    syn.add_argument("--synthetic-lexicon", metavar="FILE",
+                     help="words to generate: text file or LMDB (default: the words of the training labels)")
+    syn.add_argument("--synthetic-length", type=int, default=0,
+                     help="distinct synthetic words before they repeat (default: 10 x the real training set)")
     return p.parse_args(argv)
 
 
@@ -519,6 +528,31 @@ def load_datasets(config: dict, train_paths: Sequence[str], val_path: str | None
     return train_ds, val_ds, alphabet
 
 
+def mix_synthetic(config: dict, real: Dataset, alphabet: Alphabet, args: argparse.Namespace):
+    """The real training set with generated words mixed in at args.synthetic_ratio of each batch."""
+    from htr_augment import MixedDataset, MixingBatchSampler, SyntheticWordDataset
+    from htr_augment.lexicon import load_lexicon
+
+    if not 0 < args.synthetic_ratio < 1:
+        raise ValueError(f"--synthetic-ratio must be in [0, 1), got {args.synthetic_ratio}")
+    if args.synthetic_lexicon:
+        words = load_lexicon(args.synthetic_lexicon)
+    else:
+        words = sorted({w for path in args.train for label in load_lexicon(path) for w in label.split()})
+    usable = [w for w in words if not alphabet.missing(w)]  # the recognizer must be able to learn them
+    if len(usable) < len(words):
+        log.warning("synthetic lexicon: %d of %d words have characters outside the recognizer's alphabet; "
+                    "left out", len(words) - len(usable), len(words))
+    tc = config["train"]
+    synth = SyntheticWordDataset(args.generator, usable, length=args.synthetic_length or 10 * len(real),
+                                 seed=tc["seed"], height=config["data"]["height"])
+    mixed = MixedDataset(real, synth)
+    sampler = MixingBatchSampler(mixed, tc["batch_size"], args.synthetic_ratio, seed=tc["seed"])
+    log.info("mixing %.0f%% synthetic words from %s (%d lexicon words)", 100 * args.synthetic_ratio,
+             synth.generator.info.get("path"), len(synth.words))
+    return mixed, sampler
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out_dir = Path(args.out)
@@ -532,9 +566,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         alphabet = Alphabet.load(args.alphabet) if args.alphabet else None
         train_ds, val_ds, alphabet = load_datasets(config, args.train, args.val, alphabet)
+        batch_sampler = None
+        if args.synthetic_ratio:
+            train_ds, batch_sampler = mix_synthetic(config, train_ds, alphabet, args)
         result = train(config, train_ds, val_ds, out_dir, alphabet=alphabet, device=dist_info.device,
                        resume=args.resume, max_steps=args.max_steps, stop_after=args.stop_after,
-                       num_workers=args.num_workers, progress=not args.no_progress)
+                       num_workers=args.num_workers, progress=not args.no_progress, batch_sampler=batch_sampler)
     except (CheckpointError, ConfigError, FileExistsError, FileNotFoundError, ValueError) as e:
         log.error("%s", e)
         return 2

@@ -171,3 +171,18 @@ def test_export_to_lmdb_resumes_to_the_same_result(ckpt, tmp_path):
     r = cli("-n", 40, "--out", tmp_path / "part.lmdb", "--resume")
     assert r.returncode == 0, r.stderr
     assert [label for _, label in read_standard(tmp_path / "part.lmdb")] == [label for _, label in full]
+
+
+def test_recognizer_trains_with_synthetic_ratio(ckpt, tmp_path):
+    from htr_augment.data.build_lmdb import BuildOptions, build
+    from htr_augment.data.sources import read_gt
+    gt = write_gt(tmp_path / "src", WORDS * 4, height=32)
+    build(read_gt(gt), tmp_path / "r.lmdb", BuildOptions(height=32), inputs=["x"], progress=False)
+    from .conftest import REPO
+    r = subprocess.run([sys.executable, "-m", "recognizer.train", "--config", str(REPO / "configs/recognizer/tiny.toml"),
+                        "--train", str(tmp_path / "r.lmdb"), "--out", str(tmp_path / "run"), "--max-steps", "3",
+                        "--num-workers", "0", "--no-progress", "--synthetic-ratio", "0.5", "--generator", str(ckpt),
+                        "--device", "cpu"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "mixing 50% synthetic words" in r.stderr + (tmp_path / "run" / "train.log").read_text()
+    assert (tmp_path / "run" / "last.pt").is_file()
