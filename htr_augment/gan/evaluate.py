@@ -1,0 +1,179 @@
+"""Quality report of a trained generator, measured by an independent recognizer.
+
+    python -m htr_augment.gan.evaluate --evaluator runs/words_eval/best.pt \\
+        --real data/words_test.lmdb --train-lexicon data/words_train.lmdb --out reports/gan
+
+The evaluator is a recognizer trained on real words only (not the GAN's own R). For the
+same test words, three sources are compared: the real test images, the generator's
+words (one style each) and words rendered in handwriting fonts (the naive baseline):
+  - text fidelity: the evaluator's CER/WER, split into words seen in the GAN's training
+    lexicon (in-vocabulary) and words never seen (out-of-vocabulary);
+  - Fréchet distance to real test words in the evaluator's feature space, against the
+    distance between two halves of the real test set (the floor for that sample size);
+  - diversity: mean pairwise feature distance between renderings of one word (real: by
+    different writers; GAN and fonts: different styles).
+Writes report.json, report.md and grid.png (rows: real, GAN, fonts; same words).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import LmdbWordDataset
+from ..fonts import FontRenderer
+from ..images import encode_png, resize_to_height, to_tensor, to_uint8
+from ..lexicon import load_lexicon
+from ..metrics import EditCounts
+from .quality import frechet_distance, mean_pairwise_distance, recognize
+from .word_generator import WordGenerator
+
+SOURCES = ("real", "gan", "fonts")
+
+
+def at_height(img: torch.Tensor, height: int) -> torch.Tensor:
+    return img if img.shape[1] == height else to_tensor(resize_to_height(to_uint8(img), height))
+
+
+def fidelity(texts: list[str], preds: list[str], in_vocab: list[bool]) -> dict:
+    out = {}
+    for name, keep in (("all", None), ("in_vocabulary", True), ("out_of_vocabulary", False)):
+        c = EditCounts()
+        for t, p, iv in zip(texts, preds, in_vocab):
+            if keep is None or iv == keep:
+                c.add(t, p)
+        out[name] = {"cer": c.cer, "wer": c.wer, "words": c.samples}
+    return out
+
+
+def evaluate_generator(gen: WordGenerator, evaluator: str | os.PathLike, real_path: str | os.PathLike,
+                       train_words: set[str], *, n: int = 400, styles: int = 5, diversity_words: int = 20,
+                       seed: int = 0, device: str = "cpu") -> tuple[dict, np.ndarray]:
+    from recognizer.model import load_recognizer
+    model, alphabet, config = load_recognizer(evaluator, device)
+    height = config["data"]["height"]
+    real = LmdbWordDataset(real_path, height=height, alphabet=gen.alphabet)  # words G can write
+    rng = random.Random(seed)
+    idx = sorted(rng.sample(range(len(real)), min(n, len(real))))
+    texts = [real.texts[i] for i in idx]
+    in_vocab = [t in train_words for t in texts]
+    fonts = FontRenderer(height, seed=seed)
+    images = {
+        "real": [real[i].image for i in idx],
+        "gan": [at_height(im, height) for im in gen.generate(texts, z=gen.sample_z(len(texts), seed))],
+        "fonts": [fonts.render(t, style=k) for k, t in enumerate(texts)],
+    }
+    preds, feats = {}, {}
+    for src in SOURCES:
+        preds[src], feats[src] = recognize(model, alphabet, images[src], device=device)
+    half = len(texts) // 2
+    reference = feats["real"][:half]  # FD of the other half of each source against it, same sizes
+    report = {
+        "evaluator": str(evaluator), "generator": gen.info.get("path"), "generator_step": gen.info.get("step"),
+        "real_test": str(real_path), "words": len(texts), "dropped_outside_generator_alphabet": dict(real.dropped),
+        "in_vocabulary_words": sum(in_vocab), "out_of_vocabulary_words": len(texts) - sum(in_vocab),
+        "fidelity": {src: fidelity(texts, preds[src], in_vocab) for src in SOURCES},
+        "frechet_distance": {src: frechet_distance(reference, feats[src][half:]) for src in SOURCES},
+        "credit": "Copiste d'un jour, BAnQ (CC BY 4.0)",
+    }
+    # Diversity: the test words written most often by different writers.
+    by_word = defaultdict(list)
+    for i, t in enumerate(real.texts):
+        by_word[t].append(i)
+    common = sorted((w for w, ids in by_word.items() if len(ids) > 1), key=lambda w: (-len(by_word[w]), w))
+    common = common[:diversity_words]
+    real_groups = [recognize(model, alphabet, [real[i].image for i in by_word[w][:styles]], device=device)[1]
+                   for w in common]
+    gan_groups, font_groups = [], []
+    for k, w in enumerate(common):
+        z = gen.sample_z(styles, seed + 1 + k)
+        gan_groups.append(recognize(model, alphabet, [at_height(im, height) for im in gen.generate([w] * styles, z=z)],
+                                    device=device)[1])
+        font_groups.append(recognize(model, alphabet, [fonts.render(w, style=s) for s in range(styles)],
+                                     device=device)[1])
+    report["diversity"] = {"words": common, "styles": styles, "real": mean_pairwise_distance(real_groups),
+                           "gan": mean_pairwise_distance(gan_groups), "fonts": mean_pairwise_distance(font_groups)}
+    return report, comparison_grid(images, texts, preds)
+
+
+def comparison_grid(images: dict, texts: list[str], preds: dict, count: int = 8, margin: int = 6) -> np.ndarray:
+    """uint8: one column per word, rows real / gan / fonts."""
+    cols = []
+    for k in range(min(count, len(texts))):
+        tiles = [to_uint8(images[src][k]) for src in SOURCES]
+        w = max(t.shape[1] for t in tiles)
+        cols.append(np.concatenate([np.pad(t, ((margin, 0), (0, w - t.shape[1] + margin)), constant_values=255)
+                                    for t in tiles]))
+    return np.concatenate(cols, axis=1) if cols else np.full((8, 8), 255, np.uint8)
+
+
+def to_markdown(r: dict) -> str:
+    f, fd, d = r["fidelity"], r["frechet_distance"], r["diversity"]
+    lines = [
+        "# Generated handwriting: quality report", "",
+        f"Generator `{r['generator']}` (step {r['generator_step']}), evaluated by the independent recognizer "
+        f"`{r['evaluator']}` on {r['words']} words of `{r['real_test']}` "
+        f"({r['in_vocabulary_words']} in the GAN's training lexicon, {r['out_of_vocabulary_words']} not). "
+        f"Data: {r['credit']}.", "",
+        "| source | CER | WER | CER in-vocab | CER out-of-vocab | Fréchet distance | diversity |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    names = {"real": "real test words", "gan": "GAN", "fonts": "handwriting fonts"}
+    for src in SOURCES:
+        a = f[src]
+        lines.append(f"| {names[src]} | {a['all']['cer']:.3f} | {a['all']['wer']:.3f} | "
+                     f"{a['in_vocabulary']['cer']:.3f} | {a['out_of_vocabulary']['cer']:.3f} | "
+                     f"{fd[src]:.2f} | {d[src]:.3f} |")
+    lines += ["", "Fréchet distance: to one half of the real test words, in the evaluator's feature space; the "
+              "real row (the other half) is the floor for this sample size. Diversity: mean pairwise feature "
+              f"distance between {d['styles']} renderings of the same word over {len(d['words'])} words "
+              "(real: different writers).", ""]
+    return "\n".join(lines)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--generator", help="GAN checkpoint (default: the weights shipped in the package)")
+    p.add_argument("--evaluator", required=True, help="recognizer checkpoint trained on real words only")
+    p.add_argument("--real", required=True, help="LMDB of real test words")
+    p.add_argument("--train-lexicon", required=True, help="the GAN's training words (LMDB or text file)")
+    p.add_argument("--out", required=True, help="report directory")
+    p.add_argument("-n", type=int, default=400, help="test words compared (default %(default)s)")
+    p.add_argument("--styles", type=int, default=5, help="renderings per word for diversity (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    torch.set_grad_enabled(False)
+    try:
+        gen = WordGenerator.load(args.generator, device=args.device)
+        train_words = set(load_lexicon(args.train_lexicon))
+        report, grid = evaluate_generator(gen, args.evaluator, args.real, train_words, n=args.n,
+                                          styles=args.styles, seed=args.seed, device=args.device)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"htr_augment.gan.evaluate: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "report.json", json.dumps(report, indent=2, ensure_ascii=False).encode())
+    md = to_markdown(report)
+    write_atomic(out / "report.md", (md + "\n![real / GAN / fonts](grid.png)\n").encode())
+    write_atomic(out / "grid.png", encode_png(grid))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
