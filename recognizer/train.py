@@ -65,6 +65,7 @@ class TrainResult:
     last_checkpoint: Path
     best_checkpoint: Path | None
     interrupted: bool = False  # stopped early by SIGINT/SIGTERM (checkpointed; resume continues)
+    model: torch.nn.Module | None = None  # this process's trained model (last weights, not best)
 
 
 # -- loss, schedule, evaluation ---------------------------------------------------------
@@ -397,7 +398,7 @@ def train(config: dict, train_dataset: Dataset, val_dataset: Dataset | None, out
         log.warning("stopped by a signal at step %d; saved %s (continue with --resume)", step, last_path)
     barrier()
     return TrainResult(step, epoch, best_cer, best_step, last_val, last_path,
-                       best_path if best_cer is not None else None, interrupted)
+                       best_path if best_cer is not None else None, interrupted, model)
 
 
 class _Window:

@@ -35,10 +35,12 @@ def _worker(rank: int, world: int, rendezvous: str, train_path: str, val_path: s
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     try:
         config = fast_config(max_steps=4, batch_size=4)
-        train(config, LmdbWordDataset(train_path), LmdbWordDataset(val_path), out, device="cpu", progress=False)
+        result = train(config, LmdbWordDataset(train_path), LmdbWordDataset(val_path), out, device="cpu",
+                       progress=False)
+        # This rank's own weights, as trained in memory (not the checkpoint rank 0 wrote).
+        local = torch.nn.utils.parameters_to_vector(result.model.parameters()).detach().clone()
         model, alphabet, _ = load_recognizer(Path(out) / "last.pt")
         counts, _ = evaluate(model, LmdbWordDataset(val_path), alphabet, batch_size=2)
-        local = torch.nn.utils.parameters_to_vector(model.parameters())
         torch.save({"counts": counts.as_list(), "params": local}, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

@@ -117,3 +117,35 @@ def test_generation_is_deterministic_and_style_is_shared(words_lmdb, tmp_path):
         gen.generate(["xyz"])
     line = gen.generate_line("abc de", seed=1)
     assert line.shape[-1] > alone.shape[-1]
+
+
+def _gan_worker(rank, world, rendezvous, words_lmdb, out):
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    try:
+        from htr_augment.training import init_distributed
+        info = init_distributed("cpu")
+        config = load_gan_config(REPO / "configs" / "gan" / "tiny.toml")
+        config["train"].update(checkpoint_every=3, sample_every=1000, log_every=1)
+        ds = LmdbWordDataset(words_lmdb, height=32)
+        from recognizer.config import make_config
+        tr = GanTrainer(config, make_config(R_TINY), ds, ds.alphabet, out, info, progress=False)
+        tr.fit(3)
+        vec = torch.nn.utils.parameters_to_vector
+        torch.save({m: vec(getattr(tr, m).parameters()).detach() for m in ("G", "D", "R")},
+                   f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_keep_identical_gan_weights(words_lmdb, tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_gan_worker, args=(2, str(tmp_path / "rdv"), str(words_lmdb), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    for m in ("G", "D", "R"):
+        assert torch.equal(r0[m], r1[m]), m
+    ckpt = load_checkpoint(tmp_path / "last.pt", kind="gan")
+    assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2
+    # 48 words, 2 ranks, batches of 8: 3 batches per rank per epoch.
+    assert (ckpt["epoch"], ckpt["batch_in_epoch"]) == (0, 3)
