@@ -91,3 +91,28 @@ def test_diffaugment_is_differentiable_and_checks_policy():
     assert torch.equal(diff_augment(x, widths, []), x)
     with pytest.raises(ValueError, match="unknown DiffAugment policy 'flip'"):
         diff_augment(x, widths, ["flip"])
+
+
+@pytest.mark.parametrize("name", ["tiny", "cpu", "base"])
+def test_shipped_configs_build(name):
+    from htr_augment.gan.config import load_gan_config
+    from htr_augment.gan.train import recognizer_config_for
+    from htr_augment.gan.word_generator import build_generator
+    from recognizer.model import CRNN
+
+    from .conftest import REPO
+    cfg = load_gan_config(REPO / "configs" / "gan" / f"{name}.toml")
+    G = build_generator(cfg, 40)
+    R = CRNN(recognizer_config_for(cfg), 40)
+    x = G(torch.randint(1, 40, (2, 3)), torch.tensor([3, 2]), torch.randn(2, G.z_dim))
+    assert x.shape == (2, 1, cfg["data"]["height"], 3 * cfg["data"]["px_per_char"])
+    # R must see at least one CTC frame per character (plus blanks between repeats).
+    assert cfg["data"]["px_per_char"] // R.stride >= 2
+
+
+def test_config_typo_is_an_error(tmp_path):
+    from htr_augment.config import ConfigError
+    from htr_augment.gan.config import load_gan_config
+    (tmp_path / "bad.toml").write_text("[train]\nalpah = 1.0\n")
+    with pytest.raises(ConfigError, match="unknown key 'alpah'"):
+        load_gan_config(tmp_path / "bad.toml")
