@@ -3,6 +3,9 @@
 Fonts come from installed `fontpkg-*` wheels (OFL handwriting fonts on PyPI, e.g.
 fontpkg-caveat, fontpkg-kalam, fontpkg-indie-flower), found through their
 `fontpkg.family` entry points. Output follows htr_augment.images (ink = 1).
+
+    synth = FontWordDataset(lexicon="words.txt", length=100_000, height=64, seed=0)
+    image, text, writer = synth[0]      # as SyntheticWordDataset, writer "font:<style>"
 """
 from __future__ import annotations
 
@@ -14,8 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from torch.utils.data import Dataset
 
+from .alphabet import Alphabet
+from .data.dataset import WordSample
 from .images import resize_to_height, to_tensor
+from .lexicon import NgramSampler, load_lexicon
 
 
 def find_fonts() -> list[Path]:
@@ -65,3 +72,64 @@ class FontRenderer:
 
     def render(self, text: str, style: int) -> torch.Tensor:
         return to_tensor(self.render_array(text, style))
+
+
+class FontWordDataset(Dataset):
+    """Font-rendered words as a torch Dataset: a drop-in for SyntheticWordDataset (same
+    constructor shape, same WordSample), for comparing the GAN against fonts.
+
+    Item i is a function of (seed, i): its text and its style (font, size, stroke, via
+    FontRenderer) are drawn from a generator seeded with them; the writer id is
+    "font:<style>", so items of one style share a "hand".
+
+    Args:
+        lexicon: list of words, text file, LMDB (its labels) or an NgramSampler.
+        length: the dataset's (virtual) length.
+        seed: item i depends only on (seed, i).
+        height: output height; match your real data.
+        styles: distinct styles drawn from (font, size, stroke weight) combinations.
+        fonts: font files (default: every installed fontpkg font).
+    """
+
+    def __init__(self, lexicon, length: int = 10_000, seed: int = 0, height: int = 64, *, styles: int = 64,
+                 fonts: list[Path] | None = None):
+        if length < 1:
+            raise ValueError("length must be positive")
+        if styles < 1:
+            raise ValueError("styles must be positive")
+        self.length, self.seed, self.height, self.styles = length, seed, height, styles
+        if isinstance(lexicon, NgramSampler):
+            self.words, self.sampler = None, lexicon
+        else:
+            self.words, self.sampler = load_lexicon(lexicon), None
+        self.alphabet = Alphabet.from_labels(self.words) if self.words else None
+        self.fonts = fonts if fonts is not None else find_fonts()
+        # Made here so that a missing font fails now, not in a DataLoader worker.
+        self._renderer: FontRenderer | None = FontRenderer(height, self.fonts, seed=seed)
+
+    @property
+    def renderer(self) -> FontRenderer:
+        if self._renderer is None:  # after unpickling: each worker opens its own font handles
+            self._renderer = FontRenderer(self.height, self.fonts, seed=self.seed)
+        return self._renderer
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_renderer"] = None
+        return state
+
+    def __len__(self) -> int:
+        return self.length
+
+    def text_and_style(self, i: int) -> tuple[str, int]:
+        rng = random.Random(f"{self.seed}:{i}")
+        text = self.sampler.sample(rng) if self.sampler is not None else rng.choice(self.words)
+        return text, rng.randrange(self.styles)
+
+    def __getitem__(self, i: int) -> WordSample:
+        if i < 0:
+            i += self.length
+        if not 0 <= i < self.length:
+            raise IndexError(f"index {i} out of range for {self.length} font-rendered words")
+        text, style = self.text_and_style(i)
+        return WordSample(self.renderer.render(text, style), text, f"font:{style}")

@@ -24,11 +24,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from htr_augment.alphabet import Alphabet, normalize_text
+from htr_augment.data.credit import data_credit
 from htr_augment.images import encode_png, pad_batch, to_uint8
 from htr_augment.metrics import NORMALISATIONS, EditCounts, edit_operations
 
 from .beam_search import Lexicon, ctc_decode, describe_decoder
-from .report import data_credit, write_report
+from .report import write_report
 
 LENGTH_EDGES = (1, 6, 11, 21, 41, 81)  # label-length bins [1, 5], [6, 10], ..., [81, inf)
 

@@ -12,11 +12,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from htr_augment.atomic import write_atomic
+
 if TYPE_CHECKING:
     from .evaluate import EvalResult
-
-COPISTE_CREDIT = ("Data: \"Copiste d'un jour\", BAnQ (Bibliothèque et Archives nationales du Québec), "
-                  "CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/)")
 
 NORMALISATION_NOTES = {
     "exact": "texts compared as they are, after Unicode NFC",
@@ -24,24 +23,6 @@ NORMALISATION_NOTES = {
     "accent-stripped": "combining accents removed (é -> e) from both texts",
     "case-and-accent-insensitive": "case-folded and accents removed",
 }
-
-
-def data_credit(meta: dict) -> str | None:
-    """The attribution a dataset's LMDB meta asks for: its own `credit`, or Copiste's CC BY notice."""
-    if meta.get("credit"):
-        return str(meta["credit"])
-    if "copiste" in json.dumps(meta, ensure_ascii=False).lower():
-        return COPISTE_CREDIT
-    return None
-
-
-def _atomic_write(path: Path, data: str | bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def summary(result: EvalResult) -> dict:
@@ -172,8 +153,8 @@ def write_report(result: EvalResult, out_dir: str | os.PathLike) -> dict[str, Pa
     rep = summary(result)
     paths = {"json": out / "report.json", "md": out / "report.md", "html": out / "report.html",
              "csv": out / "samples.csv"}
-    _atomic_write(paths["csv"], samples_csv(result))
-    _atomic_write(paths["md"], markdown(rep))
-    _atomic_write(paths["html"], html_page(rep, result.worst_images))
-    _atomic_write(paths["json"], json.dumps(rep, ensure_ascii=False, indent=2) + "\n")
+    write_atomic(paths["csv"], samples_csv(result))
+    write_atomic(paths["md"], markdown(rep))
+    write_atomic(paths["html"], html_page(rep, result.worst_images))
+    write_atomic(paths["json"], json.dumps(rep, ensure_ascii=False, indent=2) + "\n")
     return paths

@@ -16,7 +16,6 @@ in a TSV, as htr-build-lmdb does. The output LMDB is written atomically and resu
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import math
 import os
@@ -33,13 +32,14 @@ import torch
 from tqdm import tqdm
 
 from htr_augment.alphabet import Alphabet, normalize_text
+from htr_augment.atomic import write_atomic, write_table_atomic
+from htr_augment.data.credit import data_credit
 from htr_augment.data.lmdb_format import (LmdbWriter, image_key, label_key, open_shared, read_meta,
                                           read_num_samples, source_key, writer_key)
 from htr_augment.data.sources import RejectedSample
 from htr_augment.images import decode_image, encode_png, pad_batch, resize_to_height, to_tensor
 
 from .alignment import Alignment, AlignmentError, forced_align
-from .report import data_credit
 
 __version__ = "0.1.0"
 
@@ -252,15 +252,8 @@ def segment_lines(model: torch.nn.Module, alphabet: Alphabet, lines: str | os.Pa
     else:
         writer.finish(meta)
     if rejects:
-        _write_tsv(rejects_path, [["source", "reason", "detail"]] + rejects)
+        write_table_atomic(rejects_path, [["source", "reason", "detail"]] + rejects)
     return report
-
-
-def _write_tsv(path: Path, rows: list[list[str]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        csv.writer(f, delimiter="\t", lineterminator="\n").writerows(rows)
-    os.replace(tmp, path)
 
 
 def render_grid(words: Sequence[tuple[np.ndarray, str]], columns: int = 4, font_size: int = 18) -> np.ndarray:
@@ -300,12 +293,7 @@ def read_words(path: str | os.PathLike, count: int) -> list[tuple[np.ndarray, st
 
 
 def write_grid(words_lmdb: str | os.PathLike, png: str | os.PathLike, count: int = 24, columns: int = 4) -> Path:
-    png = Path(png)
-    data = encode_png(render_grid(read_words(words_lmdb, count), columns))
-    tmp = png.with_name(png.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, png)
-    return png
+    return write_atomic(png, encode_png(render_grid(read_words(words_lmdb, count), columns)))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -16,7 +16,8 @@ from htr_augment.data.build_lmdb import main as build_main
 from htr_augment.metrics import edit_operations
 from recognizer import evaluate as ev
 from recognizer.model import RecognizerOutput
-from recognizer.report import COPISTE_CREDIT, write_report
+from htr_augment.data.credit import COPISTE_CREDIT
+from recognizer.report import write_report
 
 from .conftest import write_gt
 

@@ -9,7 +9,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..alphabet import Alphabet
+from ..atomic import write_table_atomic
 from ..images import encode_png, resize_to_height
 from .lmdb_format import LmdbWriter
 from .sources import InputError, Item, RejectedSample, normalize_label, read_alto, read_folder, read_gt, read_tsv
@@ -149,17 +149,8 @@ def build(items: Iterable[Item], out: str | os.PathLike, opts: BuildOptions, *, 
     else:
         writer.finish(meta)
     if rejects:
-        _write_rejects(rejects_path, rejects)
+        write_table_atomic(rejects_path, [["source", "reason", "detail"]] + rejects)
     return report
-
-
-def _write_rejects(path: Path, rejects: list[list[str]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(["source", "reason", "detail"])
-        w.writerows(rejects)
-    os.replace(tmp, path)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import write_atomic
 from ..data import LmdbWordDataset
+from ..data.credit import data_credit
 from ..fonts import FontRenderer
 from ..images import encode_png, resize_to_height, to_tensor, to_uint8
 from ..lexicon import load_lexicon
@@ -81,7 +83,7 @@ def evaluate_generator(gen: WordGenerator, evaluator: str | os.PathLike, real_pa
         "in_vocabulary_words": sum(in_vocab), "out_of_vocabulary_words": len(texts) - sum(in_vocab),
         "fidelity": {src: fidelity(texts, preds[src], in_vocab) for src in SOURCES},
         "frechet_distance": {src: frechet_distance(reference, feats[src][half:]) for src in SOURCES},
-        "credit": "Copiste d'un jour, BAnQ (CC BY 4.0)",
+        "credit": data_credit(real.meta),
     }
     # Diversity: the test words written most often by different writers.
     by_word = defaultdict(list)
@@ -120,8 +122,8 @@ def to_markdown(r: dict) -> str:
         "# Generated handwriting: quality report", "",
         f"Generator `{r['generator']}` (step {r['generator_step']}), evaluated by the independent recognizer "
         f"`{r['evaluator']}` on {r['words']} words of `{r['real_test']}` "
-        f"({r['in_vocabulary_words']} in the GAN's training lexicon, {r['out_of_vocabulary_words']} not). "
-        f"Data: {r['credit']}.", "",
+        f"({r['in_vocabulary_words']} in the GAN's training lexicon, {r['out_of_vocabulary_words']} not)."
+        + (f" {r['credit']}." if r["credit"] else ""), "",
         "| source | CER | WER | CER in-vocab | CER out-of-vocab | Fréchet distance | diversity |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -136,12 +138,6 @@ def to_markdown(r: dict) -> str:
               f"distance between {d['styles']} renderings of the same word over {len(d['words'])} words "
               "(real: different writers).", ""]
     return "\n".join(lines)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,13 +6,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
 import torch
 
 from ..alphabet import AlphabetError
+from ..atomic import write_atomic
 from ..images import encode_png, to_uint8
 from ..training.checkpoint import CheckpointError
 from .word_generator import WordGenerator
@@ -48,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, AlphabetError, ValueError) as e:
         print(f"htr-generate: error: {e}", file=sys.stderr)
         return 2
-    tmp = args.out + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(encode_png(grid))
-    os.replace(tmp, args.out)
+    write_atomic(args.out, encode_png(grid))
     print(f"wrote {args.n} styles of {args.text!r} to {args.out}", file=sys.stderr)
     return 0
 

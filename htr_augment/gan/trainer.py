@@ -24,6 +24,7 @@ from recognizer.losses import ctc_losses
 from recognizer.model import CRNN
 
 from ..alphabet import Alphabet
+from ..data.credit import data_credit
 from ..images import encode_png, to_uint8
 from ..training import (DistInfo, MetricsLogger, all_reduce_sum, check_alphabet, load_checkpoint, make_checkpoint,
                         rng_state, save_checkpoint, seed_everything, set_rng_state)
@@ -34,9 +35,6 @@ from .data import CanonicalCollate, TextSampler, encode_texts, natural_px_per_ch
 from .diffaugment import diff_augment
 from .models import Discriminator
 from .word_generator import build_generator
-
-CREDIT = "Copiste d'un jour, BAnQ (CC BY 4.0)"
-
 
 class NonFiniteLoss(RuntimeError):
     pass
@@ -97,7 +95,7 @@ class GanTrainer:
             optimizers={"generator": opt_state(self.opt_g), "discriminator": opt_state(self.opt_d),
                         "recognizer": opt_state(self.opt_r)},
             rng=all_gather_objects(rng_state()),
-            extra={"natural_px_per_char": self.natural_px_per_char, "data_credit": CREDIT,
+            extra={"natural_px_per_char": self.natural_px_per_char, "data_credit": data_credit(getattr(self.dataset, "meta", {})) or "",
                    "train_words": len(self.dataset)})
 
     def save(self, name: str = "last.pt") -> None:

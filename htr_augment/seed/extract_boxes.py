@@ -9,7 +9,6 @@ with a small inset so the rules themselves are left out.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..atomic import write_atomic, write_table_atomic
 from ..data.sources import IMAGE_SUFFIXES
 from ..images import ImageError, encode_png, read_image
 
@@ -80,12 +80,6 @@ def crop_cell(gray: np.ndarray, cell: Cell, inset: int) -> np.ndarray:
     return gray[cell.y + i: cell.y + cell.h - i, cell.x + i: cell.x + cell.w - i]
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def extract(dataset_dir: str | os.PathLike, target_dir: str | os.PathLike, *, inset: int = 4,
             min_size: int = 16, line_frac: float = 0.05, progress: bool = True) -> tuple[int, list[str]]:
     """Write every cell of every form image; returns (cells written, errors)."""
@@ -109,14 +103,9 @@ def extract(dataset_dir: str | os.PathLike, target_dir: str | os.PathLike, *, in
             errors.append(f"{page}: no grid cells found")
         for k, cell in enumerate(cells, 1):
             name = f"{page.stem}_{k:03d}.png"
-            _write_atomic(dst / name, encode_png(crop_cell(gray, cell, inset)))
+            write_atomic(dst / name, encode_png(crop_cell(gray, cell, inset)))
             index.append([name, page.name, cell.row + 1, cell.col + 1, cell.x, cell.y, cell.w, cell.h])
-    tmp = dst / "boxes.tsv.tmp"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f, delimiter="\t", lineterminator="\n")
-        w.writerow(["file", "page", "row", "col", "x", "y", "width", "height"])
-        w.writerows(index)
-    os.replace(tmp, dst / "boxes.tsv")
+    write_table_atomic(dst / "boxes.tsv", [["file", "page", "row", "col", "x", "y", "width", "height"]] + index)
     return len(index), errors
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import write_table_atomic
+
 CSV_NAME = "metrics.csv"
 CSV_FIELDS = ["step", "name", "value", "time"]
 
@@ -98,9 +100,4 @@ def _truncate_csv(path: Path, last_step: int) -> None:
     keep = [r for r in body if r and int(r[0]) <= last_step]
     if len(keep) == len(body):
         return
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(keep)
-    os.replace(tmp, path)
+    write_table_atomic(path, [header] + keep, delimiter=",")
