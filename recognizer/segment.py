@@ -36,7 +36,7 @@ from htr_augment.atomic import write_atomic, write_table_atomic
 from htr_augment.data.credit import data_credit
 from htr_augment.data.lmdb_format import (LmdbWriter, image_key, label_key, open_shared, read_meta,
                                           read_num_samples, source_key, writer_key)
-from htr_augment.data.sources import RejectedSample
+from htr_augment.data.sources import RejectedSample, reject_counts
 from htr_augment.images import decode_image, encode_png, pad_batch, resize_to_height, to_tensor
 
 from .alignment import Alignment, AlignmentError, forced_align
@@ -154,7 +154,7 @@ class SegmentReport:
         if self.rejects:
             lines.append(f"rejected {len(self.rejects)} lines with {self.words_rejected} words "
                          f"(listed in {self.rejects_path}):")
-            lines += [f"  {n:6d}  {reason}" for reason, n in Counter(r[1] for r in self.rejects).most_common()]
+            lines += reject_counts(self.rejects)
         return "\n".join(lines)
 
 

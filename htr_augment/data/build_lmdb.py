@@ -23,7 +23,8 @@ from ..alphabet import Alphabet
 from ..atomic import write_table_atomic
 from ..images import encode_png, resize_to_height
 from .lmdb_format import LmdbWriter
-from .sources import InputError, Item, RejectedSample, normalize_label, read_alto, read_folder, read_gt, read_tsv
+from .sources import (InputError, Item, RejectedSample, normalize_label, read_alto, read_folder, read_gt, read_tsv,
+                      reject_counts)
 
 from .. import __version__
 
@@ -58,9 +59,8 @@ class BuildReport:
         lines = [f"wrote {self.written} samples to {self.out}"
                  + (f" ({self.resumed_from} from the interrupted build)" if self.resumed_from else "")]
         if self.rejects:
-            counts = Counter(r[1] for r in self.rejects)
             lines.append(f"rejected {len(self.rejects)} samples (listed in {self.rejects_path}):")
-            lines += [f"  {n:6d}  {reason}" for reason, n in counts.most_common()]
+            lines += reject_counts(self.rejects)
         return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ import io
 import os
 import re
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,11 @@ class RejectedSample(Exception):
     def __init__(self, reason: str, detail: str):
         self.reason = reason
         super().__init__(detail)
+
+
+def reject_counts(rejects: list[list[str]]) -> list[str]:
+    """Summary lines of [source, reason, detail] rejects: one per reason, most frequent first."""
+    return [f"  {n:6d}  {reason}" for reason, n in Counter(r[1] for r in rejects).most_common()]
 
 
 @dataclass
