@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from htr_augment import __version__
 from htr_augment.alphabet import Alphabet, normalize_text
 from htr_augment.atomic import write_atomic, write_table_atomic
 from htr_augment.data.credit import data_credit
@@ -40,8 +41,6 @@ from htr_augment.data.sources import RejectedSample, reject_counts
 from htr_augment.images import decode_image, encode_png, pad_batch, resize_to_height, to_tensor
 
 from .alignment import Alignment, AlignmentError, forced_align
-
-__version__ = "0.1.0"
 
 
 @dataclass
