@@ -11,6 +11,7 @@ One step:
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +76,14 @@ class GanTrainer:
         else:
             self.G_train, self.D_train, self.R_train = self.G, self.D, self.R
         self.collate = CanonicalCollate(alphabet, config["data"]["px_per_char"])
-        self.texts = TextSampler(lexicon or sorted(set(dataset.texts)), t["seed"], dist.rank)
+        # By default G writes the training words at their real frequencies, so that D cannot
+        # tell real from fake by the distribution of word lengths.
+        self.texts = TextSampler(lexicon or list(dataset.texts), t["seed"], dist.rank)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.natural_px_per_char = natural_px_per_char(dataset)
         # A fixed grid of words and styles, drawn every sample_every steps.
-        words = sorted(set(dataset.texts), key=lambda w: (-dataset.texts.count(w), w))
-        self.sample_texts = (words[:8] + ["htr", "augment"])[:8]
+        counts = Counter(dataset.texts)
+        self.sample_texts = sorted(counts, key=lambda w: (-counts[w], w))[:8]
         self.sample_z = torch.randn(4, self.G.z_dim, generator=torch.Generator().manual_seed(1234))
 
     # -- checkpoints ---------------------------------------------------------
