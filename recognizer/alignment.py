@@ -89,7 +89,7 @@ def forced_align(log_probs, targets: Sequence[int], blank: int = BLANK) -> Align
     states = np.empty(T, dtype=np.int64)
     for t in range(T - 1, -1, -1):
         states[t] = s
-        s -= back[t, s]
+        s -= int(back[t, s])  # int8 arithmetic would overflow past state 127
     path = ext[states]
     char_index = np.where(states % 2 == 1, (states - 1) // 2, -1)
     return Alignment(path, char_index, lp[np.arange(T), path])

@@ -73,6 +73,18 @@ def peaky_posterior(text: str, frames: list[int], T: int, alphabet: Alphabet = A
     return np.log(lp)
 
 
+def test_forced_alignment_of_a_long_line():
+    # More than 127 trellis states: the back-pointers are int8, the walk back must not be.
+    rng = np.random.default_rng(0)
+    targets = rng.integers(1, 4, size=90).tolist()
+    T = 3 * len(targets)
+    lp = np.log(np.full((T, 4), 0.05))
+    for t in range(T):  # each character over three frames: char, char, blank
+        lp[t, targets[t // 3] if t % 3 < 2 else 0] = np.log(0.85)
+    a = forced_align(lp, targets)
+    assert a.char_spans() == [(3 * k, 3 * k + 2) for k in range(len(targets))]
+
+
 def test_cuts_fall_in_the_gaps_between_words():
     text = "ab ba a"
     img, words, frames = block_line(text)
