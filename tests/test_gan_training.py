@@ -119,6 +119,24 @@ def test_generation_is_deterministic_and_style_is_shared(words_lmdb, tmp_path):
     assert line.shape[-1] > alone.shape[-1]
 
 
+def test_exported_weights_write_the_same_words_and_carry_provenance(words_lmdb, tmp_path):
+    from htr_augment.gan.export import main as export_main
+    tr = make_trainer(words_lmdb, tmp_path, checkpoint_every=2, sample_every=1000)
+    tr.fit(2)
+    (tmp_path / "report.json").write_text('{"gan": {"cer": 0.5}}')
+    assert export_main([str(tmp_path / "last.pt"), "--out", str(tmp_path / "g.pt"),
+                        "--metrics", str(tmp_path / "report.json")]) == 0
+    small = load_checkpoint(tmp_path / "g.pt", kind="gan")
+    assert list(small["models"]) == ["generator_ema"] and not small["optimizers"]
+    assert small["extra"]["metrics"] == {"gan": {"cer": 0.5}} and len(small["extra"]["source_sha256"]) == 64
+    assert (tmp_path / "g.pt").stat().st_size < (tmp_path / "last.pt").stat().st_size / 2
+    full, exported = WordGenerator.load(tmp_path / "last.pt"), WordGenerator.load(tmp_path / "g.pt")
+    assert all(torch.equal(a, b) for a, b in zip(full.generate(["abc", "hd"], seed=1),
+                                                  exported.generate(["abc", "hd"], seed=1)))
+    assert export_main([str(tmp_path / "report.json"), "--out", str(tmp_path / "x.pt")]) == 1
+    assert not (tmp_path / "x.pt").exists()
+
+
 def _gan_worker(rank, world, rendezvous, words_lmdb, out):
     import torch.distributed as dist
     torch.set_num_threads(1)

@@ -1,0 +1,72 @@
+"""Export a trained GAN's EMA generator as small, self-describing weights.
+
+    python -m htr_augment.gan.export runs/gan/last.pt --metrics reports/gan/report.json \
+        --out htr_augment/weights/generator.pt
+
+Keeps what WordGenerator.load needs (the EMA generator, its config, the alphabet, the
+training words' mean width per character) plus provenance: the training step, the data
+credit, the source checkpoint's SHA-256 and the quality metrics of
+`python -m htr_augment.gan.evaluate`. D, R and the optimizers are dropped, so the file is a
+fraction of a training checkpoint; `--resume` training from it is not possible (use the
+training checkpoint for that).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+from ..training.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | None = None) -> Path:
+    checkpoint = Path(checkpoint)
+    ckpt = load_checkpoint(checkpoint, map_location="cpu", kind="gan")
+    models = ckpt["models"]
+    key = "generator_ema" if "generator_ema" in models else "generator"
+    if key not in models:
+        raise CheckpointError(f"{checkpoint}: GAN checkpoint without generator weights")
+    config = {k: v for k, v in ckpt["config"].items() if k in ("data", "generator", "train")}
+    extra = dict(ckpt.get("extra", {}))
+    extra.update(source_checkpoint=checkpoint.name, source_sha256=_sha256(checkpoint), weights=key)
+    if metrics is not None:
+        extra["metrics"] = metrics
+    small = make_checkpoint("gan", config, ckpt["alphabet"], ckpt["step"], ckpt["epoch"],
+                            models={"generator_ema": models[key]}, extra=extra)
+    return save_checkpoint(small, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m htr_augment.gan.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="GAN training checkpoint (runs/NAME/last.pt)")
+    p.add_argument("--out", required=True, help="where to write the generator weights")
+    p.add_argument("--metrics", help="report.json of python -m htr_augment.gan.evaluate, stored with the weights")
+    args = p.parse_args(argv)
+    metrics = None
+    if args.metrics:
+        try:
+            metrics = json.loads(Path(args.metrics).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            p.error(f"--metrics {args.metrics}: {e}")
+    try:
+        path = export_generator(args.checkpoint, args.out, metrics)
+    except (CheckpointError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
