@@ -7,7 +7,7 @@ noise z, becomes a (C, h0, w0) patch; the patches sit side by side along the wid
 blocks with conditional batch norm (driven by z) and spectral norm grow them to the
 image, their 3x3 convolutions giving neighbouring characters overlapping receptive
 fields. Discriminator: fully convolutional, spectral norm, any width, one realism
-score per word (mean of its patch scores over the word's valid width).
+score per word (the sum of its patch scores over the word's valid width).
 """
 from __future__ import annotations
 
@@ -138,7 +138,11 @@ class Discriminator(nn.Module):
         self.stride = 2 ** len(channel_mult)
 
     def forward(self, images: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
-        scores = self.head(F.relu(self.blocks(images))).mean(dim=2)[:, 0]  # (B, W')
+        # A sum over positions, as in BigGAN, not a mean: spectral norm bounds the slope of each
+        # position's score, and a mean would shrink the bound again by the number of positions.
+        # With a mean, D did not separate real from early generated words in 200 steps (sum: loss
+        # 2.0 -> 1.0); longer words get larger scores, which the hinge clips.
+        scores = self.head(F.relu(self.blocks(images))).sum(dim=2)[:, 0]  # (B, W')
         valid = torch.arange(scores.shape[1], device=scores.device)[None, :] < (
             (widths + self.stride - 1) // self.stride).clamp(min=1)[:, None]
-        return (scores * valid).sum(1) / valid.sum(1)
+        return (scores * valid).sum(1)
