@@ -116,3 +116,18 @@ def test_config_typo_is_an_error(tmp_path):
     (tmp_path / "bad.toml").write_text("[train]\nalpah = 1.0\n")
     with pytest.raises(ConfigError, match="unknown key 'alpah'"):
         load_gan_config(tmp_path / "bad.toml")
+
+
+def test_ema_warms_up_then_averages():
+    from htr_augment.training.ema import EMA
+    net = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(0.0)
+    ema = EMA(net, decay=0.999)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema.update(net, step=0)  # decay 0.1: the first average is mostly the trained weights
+    assert float(ema.model.weight) == pytest.approx(0.9)
+    assert ema.decay_at(10_000) == 0.999 and ema.decay_at(None) == 0.999
+    ema.update(net)  # without a step: the configured decay
+    assert float(ema.model.weight) == pytest.approx(0.9 + 0.1 * 0.001)

@@ -182,7 +182,7 @@ class GanTrainer:
         self.opt_g.zero_grad(set_to_none=True)
         stats = backward_balanced(fake, loss_adv, loss_ctc, t["alpha"])
         self.opt_g.step()
-        self.ema.update(self.G)
+        self.ema.update(self.G, self.step)  # self.step: steps before this one (restored on resume)
         return {**{k: float(v.detach()) for k, v in losses.items()}, **{f"balance/{k}": v for k, v in stats.items()}}
 
     # -- the loop --------------------------------------------------------------
