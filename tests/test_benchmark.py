@@ -229,11 +229,11 @@ def test_tsv_dataset_is_built_once_into_lmdbs(tmp_path):
         resolve_data(tmp_path, tmp_path / "other", progress=False)  # neither LMDBs nor a TSV
 
 
-@pytest.mark.parametrize("name", ["cpu", "gpu"])
-def test_shipped_benchmark_configs_are_valid(name):
+@pytest.mark.parametrize("name,regime", [("cpu", "both"), ("gpu", "both"), ("cpu_words", "low")])
+def test_shipped_benchmark_configs_are_valid(name, regime):
     settings, config = load_settings(REPO / "configs" / "benchmark" / f"{name}.toml")
     check_settings(settings, config)
-    assert settings["synthetic_source"] == "gan" and settings["regime"] == "both"
+    assert settings["synthetic_source"] == "gan" and settings["regime"] == regime
 
 
 def test_font_words_are_deterministic_per_seed_and_index():
