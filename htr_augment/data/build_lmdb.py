@@ -157,7 +157,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="htr-build-lmdb",
         description="Build an LMDB of labelled text images, readable by any tool that reads the "
-                    "standard text-recognition layout (image-%%09d / label-%%09d / num-samples), "
+                    "standard text-recognition layout (image-%09d / label-%09d / num-samples), "
                     "plus writer ids and a JSON 'meta' key.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Inputs can be combined; they are read in the order tsv, gt, folder, alto.\n"
