@@ -137,6 +137,25 @@ def test_exported_weights_write_the_same_words_and_carry_provenance(words_lmdb, 
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_default_weights_warn_when_their_evaluation_says_illegible(words_lmdb, tmp_path, monkeypatch):
+    import json
+    import warnings
+
+    from htr_augment.gan import word_generator
+    from htr_augment.gan.export import export_generator
+    tr = make_trainer(words_lmdb, tmp_path, checkpoint_every=1, sample_every=1000)
+    tr.fit(1)
+    for cer, warns in ((0.9, True), (0.1, False)):
+        metrics = json.loads(json.dumps({"fidelity": {"gan": {"all": {"cer": cer}}}}))
+        export_generator(tmp_path / "last.pt", tmp_path / f"g{cer}.pt", metrics)
+        monkeypatch.setattr(word_generator, "PACKAGE_WEIGHTS", tmp_path / f"g{cer}.pt")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            WordGenerator.load()
+            WordGenerator.load(tmp_path / f"g{cer}.pt")  # an explicit checkpoint: the user chose it
+        assert [("CER 0.90" in str(w.message)) for w in caught] == ([True] if warns else [])
+
+
 def _gan_worker(rank, world, rendezvous, words_lmdb, out):
     import torch.distributed as dist
     torch.set_num_threads(1)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,6 +25,23 @@ def build_generator(config: dict, num_classes: int) -> Generator:
     return Generator(num_classes, height=d["height"], px_per_char=d["px_per_char"], base=g["base"],
                      channel_mult=tuple(g["channel_mult"]), z_dim=g["z_dim"], embed_dim=g["embed_dim"],
                      text_hidden=g["text_hidden"], text_layers=g["text_layers"])
+
+
+# Above this CER of the independent evaluator on generated words, the weights are flagged.
+ILLEGIBLE_CER = 0.5
+
+
+def warn_if_illegible(metrics: dict | None, path: Path) -> None:
+    """Users of the default weights should know when their own evaluation says they are not
+    legible yet (python -m htr_augment.gan.evaluate, stored by htr_augment.gan.export)."""
+    try:
+        cer = float(metrics["fidelity"]["gan"]["all"]["cer"])
+    except (TypeError, KeyError, ValueError):
+        return
+    if cer > ILLEGIBLE_CER:
+        warnings.warn(f"{path}: an independent recognizer reads these generated words at CER {cer:.2f} "
+                      "(stored evaluation): a preview, not yet legible handwriting; see the README",
+                      stacklevel=3)
 
 
 class WordGenerator:
@@ -64,6 +82,8 @@ class WordGenerator:
         gen = build_generator(ckpt["config"], len(alphabet))
         gen.load_state_dict(models[key])
         extra = ckpt.get("extra", {})
+        if checkpoint is None:
+            warn_if_illegible(extra.get("metrics"), path)
         return cls(gen, alphabet, ckpt["config"], natural_px_per_char=extra.get("natural_px_per_char"),
                    info={"path": str(path), "step": ckpt["step"], **extra}, device=device)
 
