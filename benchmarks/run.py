@@ -52,6 +52,7 @@ from htr_augment.data.sources import read_tsv
 from htr_augment.lexicon import load_lexicon
 from htr_augment.mixing import MixedDataset, MixingBatchSampler
 from htr_augment.training import select_device
+from htr_augment.training.checkpoint import file_sha256
 from recognizer.config import load_recognizer_config, make_config
 from recognizer.evaluate import bootstrap_ci, evaluate
 from recognizer.model import load_recognizer
@@ -227,14 +228,6 @@ def check_unseen(test: LmdbWordDataset, others: list[LmdbWordDataset | None]) ->
 
 # -- synthetic source -----------------------------------------------------------------------
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @dataclass
 class Source:
     """Where the synthetic arm's words come from."""
@@ -291,7 +284,7 @@ def make_source(kind: str, ratio: float, generator: str | None, lexicon: str | N
         raise BenchmarkError(f"no generator weights are shipped in the package yet ({path}): pass --generator CKPT "
                              f"(trained with python -m htr_augment.gan.train){alternatives}")
     gen = word_generator.WordGenerator.load(path)  # CheckpointError naming the file if it is not a GAN checkpoint
-    return Source("gan", ratio, generator=path.resolve(), sha256=sha256_file(path), lexicon=lexicon,
+    return Source("gan", ratio, generator=path.resolve(), sha256=file_sha256(path), lexicon=lexicon,
                   alphabet=gen.alphabet)
 
 

@@ -13,20 +13,12 @@ training checkpoint for that).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 
-from ..training.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from ..training.checkpoint import (CheckpointError, file_sha256, load_checkpoint, make_checkpoint,
+                                   save_checkpoint)
 
 
 def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | None = None) -> Path:
@@ -38,7 +30,7 @@ def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | No
         raise CheckpointError(f"{checkpoint}: GAN checkpoint without generator weights")
     config = {k: v for k, v in ckpt["config"].items() if k in ("data", "generator", "train")}
     extra = dict(ckpt.get("extra", {}))
-    extra.update(source_checkpoint=checkpoint.name, source_sha256=_sha256(checkpoint), weights=key)
+    extra.update(source_checkpoint=checkpoint.name, source_sha256=file_sha256(checkpoint), weights=key)
     if metrics is not None:
         extra["metrics"] = metrics
     small = make_checkpoint("gan", config, ckpt["alphabet"], ckpt["step"], ckpt["epoch"],

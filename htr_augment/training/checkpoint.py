@@ -17,6 +17,7 @@ A checkpoint is a plain dict (nothing that needs unpickling beyond tensors and b
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,3 +103,12 @@ def check_alphabet(checkpoint_chars: Sequence[str], alphabet: Alphabet, what: st
     raise CheckpointError(f"the {what}'s alphabet ({len(saved)} chars) differs from the dataset's "
                           f"({len(alphabet.chars)} chars): {'; '.join(detail)}. Class indices would not "
                           f"match; pass the {what}'s alphabet to the dataset (e.g. --alphabet) or start a new run.")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """A checkpoint's identity by content (reports record which weights they used)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
