@@ -83,8 +83,10 @@ def test_generator_learns_to_write_what_the_recognizer_reads(words_lmdb, tmp_pat
 
 
 def test_resume_continues_exactly(words_lmdb, tmp_path):
-    a = make_trainer(words_lmdb, tmp_path / "a", checkpoint_every=3, sample_every=1000)
+    a = make_trainer(words_lmdb, tmp_path / "a", checkpoint_every=3, sample_every=1000, keep_every=2)
     a.fit(6)
+    assert sorted(p.name for p in (tmp_path / "a").glob("step*.pt")) == [
+        "step0000002.pt", "step0000004.pt", "step0000006.pt"]
     b = make_trainer(words_lmdb, tmp_path / "b", checkpoint_every=3, sample_every=1000)
     b.fit(3)
     c = make_trainer(words_lmdb, tmp_path / "b", checkpoint_every=3, sample_every=1000)
@@ -97,6 +99,8 @@ def test_resume_continues_exactly(words_lmdb, tmp_path):
     ckpt = load_checkpoint(tmp_path / "a" / "last.pt", kind="gan")
     assert set(ckpt["models"]) == {"generator", "generator_ema", "discriminator", "recognizer"}
     assert ckpt["step"] == 6 and ckpt["alphabet"] == a.alphabet.chars
+    kept = load_checkpoint(tmp_path / "a" / "step0000004.pt", kind="gan")
+    assert kept["step"] == 4
 
 
 def test_generation_is_deterministic_and_style_is_shared(words_lmdb, tmp_path):

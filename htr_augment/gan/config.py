@@ -38,6 +38,9 @@ DEFAULTS: dict = {
         "log_every": 10,
         "sample_every": 200,
         "checkpoint_every": 200,
+        # Also keep OUT/step%07d.pt every this many steps (0: only last.pt), so the quality of
+        # a run can be measured along the way (the convergence table in the README).
+        "keep_every": 0,
     },
 }
 

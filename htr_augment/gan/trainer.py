@@ -241,6 +241,8 @@ class GanTrainer:
                     if self.step % t["checkpoint_every"] == 0 or self.step == max_steps:
                         self.save()
                         logger.flush()
+                    if t["keep_every"] and self.step % t["keep_every"] == 0:
+                        self.save(f"step{self.step:07d}.pt")
                     if self.step >= max_steps:
                         break
                 else:
