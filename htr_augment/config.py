@@ -12,15 +12,37 @@ class ConfigError(ValueError):
     pass
 
 
-def load_config(path: str | os.PathLike) -> dict[str, Any]:
+def load_config(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A TOML file as a dict. A top-level `extends = "other.toml"` (relative to this file) reads
+    that file first and lays this one over it, so a variant states only what it changes."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            data = tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        where = f" (extended by {_chain[-1]})" if _chain else ""
+        raise ConfigError(f"{path}: config file not found{where}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})") from None
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'extends' must be a file name")
+    chain = _chain + (path.resolve(),)
+    base_path = path.parent / base
+    if base_path.resolve() in chain:
+        raise ConfigError(f"{path}: 'extends' makes a cycle: "
+                          + " -> ".join(str(p) for p in chain + (base_path.resolve(),)))
+    return _overlay(load_config(base_path, chain), data)
+
+
+def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = (_overlay(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict)
+                    else value)
+    return out
 
 
 def merge(defaults: dict[str, Any], overrides: dict[str, Any], where: str = "config") -> dict[str, Any]:

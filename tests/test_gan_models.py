@@ -118,6 +118,27 @@ def test_config_typo_is_an_error(tmp_path):
         load_gan_config(tmp_path / "bad.toml")
 
 
+def test_config_extends_another_and_states_only_its_changes(tmp_path):
+    from .conftest import REPO
+    from htr_augment.config import ConfigError
+    from htr_augment.gan.config import load_gan_config
+    cpu = load_gan_config(REPO / "configs" / "gan" / "cpu.toml")
+    alpha3 = load_gan_config(REPO / "configs" / "gan" / "cpu_alpha3.toml")
+    assert alpha3["train"].pop("alpha") == 3.0 and cpu["train"].pop("alpha") == 1.0
+    assert alpha3 == cpu  # everything else comes from cpu.toml
+    (tmp_path / "a.toml").write_text('extends = "b.toml"\n[train]\nalpha = 2.0\n')
+    (tmp_path / "b.toml").write_text('extends = "a.toml"\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        load_gan_config(tmp_path / "a.toml")
+    (tmp_path / "c.toml").write_text('extends = "missing.toml"\n')
+    with pytest.raises(ConfigError, match=r"missing.toml: config file not found \(extended by .*c.toml\)"):
+        load_gan_config(tmp_path / "c.toml")
+    (tmp_path / "d.toml").write_text('extends = "c2.toml"\n[train]\nalpah = 1.0\n')
+    (tmp_path / "c2.toml").write_text("[train]\nalpha = 2.0\n")
+    with pytest.raises(ConfigError, match="unknown key 'alpah'"):  # typos still caught after the overlay
+        load_gan_config(tmp_path / "d.toml")
+
+
 def test_ema_warms_up_then_averages():
     from htr_augment.training.ema import EMA
     net = torch.nn.Linear(1, 1, bias=False)
