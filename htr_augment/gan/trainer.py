@@ -101,10 +101,12 @@ class GanTrainer:
             extra={"natural_px_per_char": self.natural_px_per_char, "data_credit": data_credit(getattr(self.dataset, "meta", {})) or "",
                    "train_words": len(self.dataset)})
 
-    def save(self, name: str = "last.pt") -> None:
+    def save(self, *names: str) -> None:
+        """Write the checkpoint (built once) to each of `names` (default last.pt) in OUT."""
         ckpt = self.checkpoint()  # collective (gathers RNG states): every rank takes part
         if self.dist.is_main:
-            save_checkpoint(ckpt, self.out / name)
+            for name in names or ("last.pt",):
+                save_checkpoint(ckpt, self.out / name)
 
     def resume(self, path: str | Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.dist.device, kind="gan")
@@ -238,11 +240,13 @@ class GanTrainer:
                         logger.image("samples", torch.from_numpy(1 - grid / 255.0)[None].float(), self.step)
                         (self.out / "samples").mkdir(parents=True, exist_ok=True)
                         (self.out / "samples" / f"step{self.step:07d}.png").write_bytes(encode_png(grid))
+                    keep = t["keep_every"] and self.step % t["keep_every"] == 0
+                    names = [f"step{self.step:07d}.pt"] if keep else []
                     if self.step % t["checkpoint_every"] == 0 or self.step == max_steps:
-                        self.save()
+                        names.append("last.pt")
                         logger.flush()
-                    if t["keep_every"] and self.step % t["keep_every"] == 0:
-                        self.save(f"step{self.step:07d}.pt")
+                    if names:
+                        self.save(*names)
                     if self.step >= max_steps:
                         break
                 else:
