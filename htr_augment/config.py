@@ -14,7 +14,9 @@ class ConfigError(ValueError):
 
 def load_config(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A TOML file as a dict. A top-level `extends = "other.toml"` (relative to this file) reads
-    that file first and lays this one over it, so a variant states only what it changes."""
+    that file first and lays this one over it, so a variant states only what it changes. Paths
+    inside a config keep their own rule (e.g. a benchmark's `recognizer` is relative to the file
+    named on the command line), so extend configs of the same folder."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
