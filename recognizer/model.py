@@ -21,7 +21,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from htr_augment.alphabet import Alphabet
 from htr_augment.config import merge
-from htr_augment.training.checkpoint import load_checkpoint
+from htr_augment.training.checkpoint import CheckpointError, load_checkpoint
 
 from .config import DEFAULTS, horizontal_stride
 
@@ -88,9 +88,13 @@ class CRNN(nn.Module):
         self.pools = [tuple(p) for p in cfg["pools"]]
         self.feature_channels = c
         hidden = cfg["lstm_hidden"]
+        # lstm_layers = 0: a CNN-only recognizer (its frames see only the CNN's receptive field).
+        # ScrabbleGAN's ablation found such an R gives the GAN's most useful words: it cannot read
+        # a word from context without its strokes.
         self.lstm = nn.LSTM(c, hidden, num_layers=cfg["lstm_layers"], bidirectional=True,
-                            dropout=cfg["dropout"] if cfg["lstm_layers"] > 1 else 0.0)
-        self.head = nn.Sequential(nn.Dropout(cfg["dropout"]), nn.Linear(2 * hidden, num_classes))
+                            dropout=cfg["dropout"] if cfg["lstm_layers"] > 1 else 0.0) if cfg["lstm_layers"] else None
+        self.head = nn.Sequential(nn.Dropout(cfg["dropout"]),
+                                  nn.Linear(2 * hidden if self.lstm is not None else c, num_classes))
         self.shortcut = nn.Conv1d(c, num_classes, 3, padding=1) if cfg["shortcut"] else None
 
     def output_lengths(self, widths: torch.Tensor) -> torch.Tensor:
@@ -116,8 +120,10 @@ class CRNN(nn.Module):
         return x.amax(dim=2), lengths
 
     def _rnn(self, cols: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, C, T) -> BiLSTM output (T, B, 2*hidden), zero beyond each length."""
+        """(B, C, T) -> BiLSTM output (T, B, 2*hidden), zero beyond each length (CNN-only: (T, B, C))."""
         seq = cols.permute(2, 0, 1)
+        if self.lstm is None:
+            return seq
         packed = pack_padded_sequence(seq, lengths.cpu(), enforce_sorted=False)
         out, _ = self.lstm(packed)
         out, _ = pad_packed_sequence(out, total_length=seq.shape[0])
@@ -140,8 +146,13 @@ class CRNN(nn.Module):
 
 def load_recognizer(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CRNN, Alphabet, dict]:
     """A trained recognizer from a checkpoint: (model in eval mode on `device`, alphabet, config)."""
-    ckpt = load_checkpoint(path, map_location="cpu", kind="recognizer")
+    ckpt = load_checkpoint(path, map_location="cpu")
+    config = ckpt["config"]
+    if ckpt["kind"] == "gan":  # a GAN training checkpoint: its auxiliary recognizer R
+        if "recognizer" not in ckpt["models"] or "recognizer_model" not in config:
+            raise CheckpointError(f"{path}: GAN checkpoint without its recognizer R (an exported generator?)")
+        config = config["recognizer_model"]
     alphabet = Alphabet(ckpt["alphabet"])
-    model = CRNN(ckpt["config"], len(alphabet))
+    model = CRNN(config, len(alphabet))
     model.load_state_dict(ckpt["models"][MODEL_NAME])
-    return model.to(device).eval(), alphabet, ckpt["config"]
+    return model.to(device).eval(), alphabet, config

@@ -94,6 +94,10 @@ def word_boundaries(alignment: Alignment, text: str, stride: float, width: int,
     being cut per frame. Without `ink`, cuts fall at the middle of each inter-word gap."""
     words = [(m.group(), m.start(), m.end()) for m in re.finditer(r"[^ ]+", text)]
     spans = alignment.char_spans()
+    if len(spans) == len(text.replace(" ", "")) != len(text):
+        # Aligned without its spaces (a word model has no space class): re-index by `text`.
+        aligned = iter(spans)
+        spans = [next(aligned) if c != " " else (0, 0) for c in text]
     cuts = [0]
     for (_, _, end), (_, start, _) in zip(words, words[1:]):
         a = min(width, round(spans[end - 1][1] * stride))  # first column after the word's last character frame
@@ -117,11 +121,14 @@ def segment_line(img: np.ndarray, text: str, log_probs, alphabet: Alphabet, stri
     """Word images of one line; `stride`: columns of `img` per frame. Raises RejectedSample with the reason."""
     if not text.strip():
         raise RejectedSample("no words", "label is empty")
-    missing = alphabet.missing(text)
+    # A word recognizer (no space class) still places each character: the label is aligned
+    # without its spaces and the inter-word gap is the blank run between two words.
+    aligned = text if " " in alphabet else text.replace(" ", "")
+    missing = alphabet.missing(aligned)
     if missing:
         raise RejectedSample("character outside alphabet", f"{' '.join(map(repr, missing))} in {text!r}")
     try:
-        alignment = forced_align(log_probs, alphabet.encode(text))
+        alignment = forced_align(log_probs, alphabet.encode(aligned))
     except AlignmentError as e:
         raise RejectedSample("alignment impossible", str(e)) from None
     if alignment.mean_logp < opts.min_score:

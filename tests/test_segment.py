@@ -109,6 +109,23 @@ def test_cuts_fall_in_the_gaps_between_words():
         assert np.array_equal(crop, np.pad(img[:, x0:x1], ((0, 0), (3, 3)), constant_values=255))
 
 
+def test_a_word_model_without_a_space_class_cuts_the_same_words():
+    text = "ab ba a"
+    img, words, frames = block_line(text)
+    T = -(-img.shape[1] // STRIDE)
+    words_only = Alphabet("ab")  # a word recognizer: no space class
+    spaceless = [f for f, c in zip(frames, text) if c != " "]  # the frames of the letters only
+    lp = peaky_posterior(text.replace(" ", ""), spaceless, T, words_only)
+    opts = sg.SegmentOptions(min_score=-1.0, pad=3)
+    out = sg.segment_line(img, text, lp, words_only, STRIDE, opts)
+    assert [w for w, _ in out] == ["ab", "ba", "a"]
+    for (_, crop), (_, x0, x1) in zip(out, words):
+        assert np.array_equal(crop, np.pad(img[:, x0:x1], ((0, 0), (3, 3)), constant_values=255))
+    with pytest.raises(RejectedSample, match="'c' in 'ab bc a'") as e:  # other characters are still refused
+        sg.segment_line(img, "ab bc a", lp, words_only, STRIDE, opts)
+    assert e.value.reason == "character outside alphabet"
+
+
 def test_bad_lines_are_rejected_with_a_reason():
     text = "ab ba"
     img, _, frames = block_line(text)
