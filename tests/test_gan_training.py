@@ -39,8 +39,19 @@ def make_trainer(words_lmdb, out, **train):
     return GanTrainer(config, make_config(R_TINY), ds, ds.alphabet, out, CPU, progress=False)
 
 
+def make_trainer_with(words_lmdb, out, sections: dict, lexicon=None, **train):
+    """make_trainer with other config sections changed too."""
+    tr_config = load_gan_config(REPO / "configs" / "gan" / "tiny.toml")
+    for name, values in sections.items():
+        tr_config[name].update(values)
+    tr_config["train"].update(train)
+    ds = LmdbWordDataset(words_lmdb, height=32)
+    from recognizer.config import make_config
+    return GanTrainer(tr_config, make_config(R_TINY), ds, ds.alphabet, out, CPU, lexicon=lexicon, progress=False)
+
+
 def test_recognizer_gets_no_gradient_from_generated_images(words_lmdb, tmp_path):
-    tr = make_trainer(words_lmdb, tmp_path)
+    tr = make_trainer(words_lmdb, tmp_path, g_every=1)
     real = next(iter(torch.utils.data.DataLoader(tr.dataset, batch_size=8, collate_fn=tr.collate)))
     r_before = {k: v.clone() for k, v in tr.R.state_dict().items()}
     seen = []
@@ -55,13 +66,44 @@ def test_recognizer_gets_no_gradient_from_generated_images(words_lmdb, tmp_path)
     assert len(seen) == 1
     assert all(p.grad is None or torch.equal(p.grad, g) for p, g in zip(tr.R.parameters(), seen[0]))
     assert any(not torch.equal(r_before[k], v) for k, v in tr.R.state_dict().items())
-    assert stats["balance/ctc_scale"] == pytest.approx(
+    # First step: the running stds are this batch's; in Alonso's terms the CTC weight is their ratio.
+    assert stats["balance/ctc_weight"] == pytest.approx(
         stats["balance/std_grad_adv"] / stats["balance/std_grad_ctc"], rel=1e-3)
+    assert {"loss/g_rec", "loss/g_info", "loss/e_kl"} <= set(stats)
+
+
+def test_game_schedule_pretrains_then_freezes_r_and_steps_g_every_kth(words_lmdb, tmp_path):
+    tr = make_trainer_with(words_lmdb, tmp_path, {"recognizer": {"pretrain_steps": 3, "frozen": True}}, g_every=2)
+    batches = torch.utils.data.DataLoader(tr.dataset, batch_size=8, collate_fn=tr.collate)
+    keys = []
+    for real in list(batches)[:6]:
+        r = {k: v.clone() for k, v in tr.R.state_dict().items()}
+        d = {k: v.clone() for k, v in tr.D.state_dict().items()}
+        stats = tr.train_step(real)
+        tr.step += 1
+        r_moved = any(not torch.equal(r[k], v) for k, v in tr.R.state_dict().items())
+        d_moved = any(not torch.equal(d[k], v) for k, v in tr.D.state_dict().items())
+        keys.append((r_moved, d_moved, "loss/g_adv" in stats))
+    # 3 iterations of R alone; then D every iteration, R frozen, G every 2nd iteration.
+    assert keys == [(True, False, False)] * 3 + [(False, True, True), (False, True, False), (False, True, True)]
+    assert tr.g_steps == 2
+
+
+def test_generator_reconstructs_a_real_word_from_its_style(words_lmdb, tmp_path):
+    torch.manual_seed(0)
+    tr = make_trainer(words_lmdb, tmp_path, g_every=1, w_adv=0.0, alpha=0.0, w_info=0.0, lr_g=2e-3)
+    real = next(iter(torch.utils.data.DataLoader(tr.dataset, batch_size=8, collate_fn=tr.collate)))
+    x, w = real["images"] * 2 - 1, real["widths"]
+    history = [float(tr.g_step(x, w, real, [])[0]["loss/g_rec"]) for _ in range(40)]
+    # G(E(x), text(x)) ~ x: the masked L1 falls well below where it starts, and below the
+    # L1 of writing nothing at all (a blank word).
+    blank = float((x.clamp(max=-1.0) - x).abs().sum() / (w.sum() * x.shape[2]))
+    assert history[-1] < 0.6 * history[0] and history[-1] < blank, (history[::8], blank)
 
 
 def test_generator_learns_to_write_what_the_recognizer_reads(words_lmdb, tmp_path):
     torch.manual_seed(0)
-    tr = make_trainer(words_lmdb, tmp_path, alpha=2.0)
+    tr = make_trainer(words_lmdb, tmp_path, alpha=2.0, g_every=1)
     # Train R alone on the real words, then freeze it and let G learn from it.
     loader = torch.utils.data.DataLoader(tr.dataset, batch_size=16, shuffle=True, collate_fn=tr.collate)
     from recognizer.losses import ctc_losses
@@ -93,11 +135,13 @@ def test_resume_continues_exactly(words_lmdb, tmp_path):
     c.resume(tmp_path / "b" / "last.pt")
     assert c.step == 3
     c.fit(6)
-    for name in ("G", "D", "R"):
+    for name in ("G", "D", "R", "E"):
         for (k, va), vc in zip(getattr(a, name).state_dict().items(), getattr(c, name).state_dict().values()):
             assert torch.allclose(va.float(), vc.float(), atol=1e-6), (name, k)
     ckpt = load_checkpoint(tmp_path / "a" / "last.pt", kind="gan")
-    assert set(ckpt["models"]) == {"generator", "generator_ema", "discriminator", "recognizer"}
+    assert set(ckpt["models"]) == {"generator", "generator_ema", "discriminator", "recognizer", "style_encoder",
+                                   "style_encoder_ema"}
+    assert ckpt["extra"]["g_steps"] == a.g_steps == 1 and ckpt["extra"]["balancer"]["std"]
     assert ckpt["step"] == 6 and ckpt["alphabet"] == a.alphabet.chars
     kept = load_checkpoint(tmp_path / "a" / "step0000004.pt", kind="gan")
     assert kept["step"] == 4
@@ -131,7 +175,7 @@ def test_exported_weights_write_the_same_words_and_carry_provenance(words_lmdb, 
     assert export_main([str(tmp_path / "last.pt"), "--out", str(tmp_path / "g.pt"),
                         "--metrics", str(tmp_path / "report.json")]) == 0
     small = load_checkpoint(tmp_path / "g.pt", kind="gan")
-    assert list(small["models"]) == ["generator_ema"] and not small["optimizers"]
+    assert list(small["models"]) == ["generator_ema", "style_encoder_ema"] and not small["optimizers"]
     assert small["extra"]["metrics"] == {"gan": {"cer": 0.5}} and len(small["extra"]["source_sha256"]) == 64
     assert (tmp_path / "g.pt").stat().st_size < (tmp_path / "last.pt").stat().st_size / 2
     full, exported = WordGenerator.load(tmp_path / "last.pt"), WordGenerator.load(tmp_path / "g.pt")
@@ -173,7 +217,7 @@ def _gan_worker(rank, world, rendezvous, words_lmdb, out):
         tr = GanTrainer(config, make_config(R_TINY), ds, ds.alphabet, out, info, progress=False)
         tr.fit(3)
         vec = torch.nn.utils.parameters_to_vector
-        torch.save({m: vec(getattr(tr, m).parameters()).detach() for m in ("G", "D", "R")},
+        torch.save({m: vec(getattr(tr, m).parameters()).detach() for m in ("G", "D", "R", "E")},
                    f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -183,9 +227,61 @@ def test_two_gloo_ranks_keep_identical_gan_weights(words_lmdb, tmp_path):
     import torch.multiprocessing as mp
     mp.spawn(_gan_worker, args=(2, str(tmp_path / "rdv"), str(words_lmdb), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
-    for m in ("G", "D", "R"):
+    for m in ("G", "D", "R", "E"):
         assert torch.equal(r0[m], r1[m]), m
     ckpt = load_checkpoint(tmp_path / "last.pt", kind="gan")
     assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2
     # 48 words, 2 ranks, batches of 8: 3 batches per rank per epoch.
     assert (ckpt["epoch"], ckpt["batch_in_epoch"]) == (0, 3)
+
+
+def test_health_is_logged_plotted_and_guards_the_last_healthy_checkpoint(words_lmdb, tmp_path):
+    from htr_augment.gan.health import auc
+    from htr_augment.gan.health_plot import main as plot_main
+    from htr_augment.training import read_metrics_csv
+    assert auc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 1.0
+    assert auc(torch.tensor([0.0]), torch.tensor([1.0])) == 0.0 and auc(torch.ones(3), torch.ones(2)) == 0.5
+    val = LmdbWordDataset(words_lmdb, height=32)
+    tr = make_trainer_with(words_lmdb, tmp_path, {}, eval_every=2, eval_words=16, checkpoint_every=100,
+                           sample_every=100, breakdown_cer=1.01)
+    tr.val_dataset = val
+    tr.fit(4)
+    metrics = read_metrics_csv(tmp_path / "metrics.csv")
+    for name in ("d_auc", "d_margin", "live_r_cer", "ema_r_cer", "live_peak_ink", "ema_peak_ink",
+                 "live_z_diversity", "ema_z_diversity", "real_r_cer"):
+        steps = [s for s, _ in metrics[f"health/{name}"]]
+        assert steps == [2, 4], name
+    assert 0.0 <= metrics["health/d_auc"][-1][1] <= 1.0
+    assert (tmp_path / "healthy.pt").is_file()  # every R-CER is below 1.01
+    assert load_checkpoint(tmp_path / "healthy.pt", kind="gan")["step"] == 4
+    # A breakdown (R-CER above the limit) never overwrites the last healthy checkpoint.
+    tr.config["train"]["breakdown_cer"] = 0.0
+    tr.fit(6)
+    assert load_checkpoint(tmp_path / "healthy.pt", kind="gan")["step"] == 4
+    assert plot_main([str(tmp_path), "--out", str(tmp_path / "h.png")]) == 0
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "empty").mkdir()
+    assert plot_main([str(tmp_path / "empty")]) == 2
+
+
+def test_fitted_style_prior_is_stored_trained_on_and_sampled(words_lmdb, tmp_path):
+    tr = make_trainer_with(words_lmdb, tmp_path, {"style": {"fitted_prior": True}}, g_every=1, checkpoint_every=2,
+                           sample_every=100)
+    assert tr.fitted_prior is None  # N(0, I) until G has trained and a checkpoint refits it
+    tr.fit(2)
+    prior = load_checkpoint(tmp_path / "last.pt", kind="gan")["extra"]["style_prior"]
+    assert tr.fitted_prior == prior and len(prior["mean"]) == tr.G.z_dim and prior["words"] == len(tr.dataset)
+    mean, chol = torch.tensor(prior["mean"]), torch.tensor(prior["chol"])
+    z = tr.prior_z(20000, torch.Generator().manual_seed(0))
+    assert torch.allclose(z.mean(0), mean, atol=0.05)
+    assert torch.allclose(torch.cov(z.T), chol @ chol.T, atol=0.05)
+    # The codes it was fitted to: the EMA style encoder's of the training words.
+    batch = tr.collate([tr.dataset[i] for i in range(len(tr.dataset))])
+    codes, _ = tr.ema_e.model(batch["images"] * 2 - 1, batch["widths"])
+    assert torch.allclose(codes.mean(0), mean, atol=1e-4)
+    gen = WordGenerator.load(tmp_path / "last.pt")  # samples its default styles from the same Gaussian
+    eps = torch.randn(3, tr.G.z_dim, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(gen.sample_z(3, seed=5), mean + eps @ chol.T, atol=1e-6)
+    resumed = make_trainer_with(words_lmdb, tmp_path, {"style": {"fitted_prior": True}})
+    resumed.resume(tmp_path / "last.pt")
+    assert resumed.fitted_prior == prior

@@ -16,22 +16,46 @@ DEFAULTS: dict = {
     "generator": {
         "base": 16, "channel_mult": [8, 4, 2], "z_dim": 32, "embed_dim": 64,
         "text_hidden": 64, "text_layers": 1,
+        "norm": "adain",       # masked AdaIN: a word never depends on its batch ("batch": the first generators)
     },
-    "discriminator": {"base": 16, "channel_mult": [1, 2, 4, 8]},
+    "discriminator": {"base": 16, "channel_mult": [1, 2, 4, 8],
+                      "pool": "mean"},  # width-independent score ("sum": the first generators)
+    "style": {
+        # A style encoder E (HiGAN+, GANwriting): G(E(x), text(x)) reconstructs the real word x,
+        # G also writes random text in E(x) and in z ~ N(0, I) styles, and E(G(z, t)) ~ z
+        # (latent reconstruction) so that different z give different hands.
+        "enabled": True,
+        "base": 16,
+        "kl": 1e-4,            # KL(E(x) || N(0, I)) weight: E's codes stay near G's prior
+        # Prior styles from a Gaussian fitted to E's codes of real training words (refitted at each
+        # checkpoint) instead of N(0, I): in the first run E's codes had per-dimension spread 0.13
+        # around a mean of magnitude 0.5, and G wrote nothing legible from N(0, I) styles while
+        # it wrote new text in E(x) styles at CER 0.36 (issue 9, checkpoints/gan_v2/README.md).
+        "fitted_prior": False,
+    },
     "recognizer": {
         # R: a recognizer.model CRNN trained on real words only. `config` names its TOML;
         # `checkpoint` optionally starts it from a trained word recognizer.
         "config": "configs/recognizer/tiny.toml",
         "checkpoint": "",
         "lr": 2e-4,
+        # R trains alone on real words (G's geometry) for this many iterations, then the game
+        # starts. frozen: R stops there (HiGAN+), so G cannot please a moving R without strokes.
+        "pretrain_steps": 0,
+        "frozen": False,
     },
     "train": {
         "batch_size": 16,
-        "max_steps": 2000,
-        "lr_g": 2e-4, "lr_d": 2e-4, "betas": [0.0, 0.999],
+        "max_steps": 2000,     # iterations: one real batch and one D step each
+        "g_every": 4,          # G steps once per this many iterations (ScrabbleGAN, HiGAN+)
+        "lr_g": 1e-4, "lr_d": 2e-4,
+        "betas_g": [0.5, 0.999], "betas_d": [0.0, 0.999],
+        "grad_clip_g": 10.0,   # max norm of G's (and E's) gradient; 0: none
         "lookahead": False, "lookahead_k": 5, "lookahead_alpha": 0.5,
-        "alpha": 1.0,          # CTC gradient std relative to the adversarial one (Alonso et al.)
-        "d_steps": 1,
+        # Loss weights on the generated image's gradients, each normalised by a running
+        # average of its std (balance.py). alpha: CTC relative to the adversarial term.
+        "w_adv": 1.0, "alpha": 1.0, "w_rec": 1.0, "w_info": 1.0,
+        "balance_decay": 0.99,
         "ema_decay": 0.999,
         "diffaugment": ["translation", "cutout", "color"],
         "seed": 0,
@@ -41,6 +65,12 @@ DEFAULTS: dict = {
         # Also keep OUT/step%07d.pt every this many steps (0: only last.pt), so the quality of
         # a run can be measured along the way (the convergence table in the README).
         "keep_every": 0,
+        # Health, every eval_every iterations on held-out real words (0: never): D's AUC and
+        # margin, the live and EMA G's R-CER and peak ink, z-diversity (health.py).
+        # OUT/healthy.pt is the last checkpoint whose live and EMA R-CER stayed below breakdown_cer.
+        "eval_every": 500,
+        "eval_words": 128,
+        "breakdown_cer": 0.8,
     },
 }
 

@@ -3,8 +3,8 @@
     python -m htr_augment.gan.export runs/gan/last.pt --metrics reports/gan/report.json \
         --out htr_augment/weights/generator.pt
 
-Keeps what WordGenerator.load needs (the EMA generator, its config, the alphabet, the
-training words' mean width per character) plus provenance: the training step, the data
+Keeps what WordGenerator.load needs (the EMA generator and style encoder, their config, the
+alphabet, the training words' mean width per character) plus provenance: the training step, the data
 credit, the source checkpoint's SHA-256 and the quality metrics of
 `python -m htr_augment.gan.evaluate`. D, R and the optimizers are dropped, so the file is a
 fraction of a training checkpoint; `--resume` training from it is not possible (use the
@@ -28,13 +28,17 @@ def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | No
     key = "generator_ema" if "generator_ema" in models else "generator"
     if key not in models:
         raise CheckpointError(f"{checkpoint}: GAN checkpoint without generator weights")
-    config = {k: v for k, v in ckpt["config"].items() if k in ("data", "generator", "train")}
+    config = {k: v for k, v in ckpt["config"].items() if k in ("data", "generator", "style", "train")}
     extra = dict(ckpt.get("extra", {}))
     extra.update(source_checkpoint=checkpoint.name, source_sha256=file_sha256(checkpoint), weights=key)
     if metrics is not None:
         extra["metrics"] = metrics
-    small = make_checkpoint("gan", config, ckpt["alphabet"], ckpt["step"], ckpt["epoch"],
-                            models={"generator_ema": models[key]}, extra=extra)
+    kept = {"generator_ema": models[key]}
+    e_key = "style_encoder_ema" if "style_encoder_ema" in models else "style_encoder"
+    if e_key in models:  # writes in the hand of real word images (WordGenerator.generate(style=...))
+        kept["style_encoder_ema"] = models[e_key]
+    extra.pop("balancer", None)
+    small = make_checkpoint("gan", config, ckpt["alphabet"], ckpt["step"], ckpt["epoch"], models=kept, extra=extra)
     return save_checkpoint(small, out)
 
 

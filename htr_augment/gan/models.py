@@ -1,13 +1,19 @@
-"""The handwriting GAN's networks (Alonso, Moysset & Messina, ICDAR 2019; layout after ScrabbleGAN).
+"""The handwriting GAN's networks (Alonso, Moysset & Messina, ICDAR 2019; layout after ScrabbleGAN,
+style encoder after HiGAN+ / GANwriting).
 
 TextEncoder: characters -> embeddings -> BiLSTM -> one vector per character, so any
 word length works. Generator: each character's vector, with a chunk of the style
-noise z, becomes a (C, h0, w0) patch; the patches sit side by side along the width
+vector, becomes a (C, h0, w0) patch; the patches sit side by side along the width
 (each character owns `px_per_char` pixels of the output) and up-sampling residual
-blocks with conditional batch norm (driven by z) and spectral norm grow them to the
+blocks with style-conditioned normalisation and spectral norm grow them to the
 image, their 3x3 convolutions giving neighbouring characters overlapping receptive
-fields. Discriminator: fully convolutional, spectral norm, any width, one realism
-score per word (the sum of its patch scores over the word's valid width).
+fields. The normalisation is masked AdaIN (per word, over its valid columns only), so a
+word never depends on its batch mates or their padding, and the EMA generator needs no
+standing statistics; `norm = "batch"` keeps the first generators' conditional batch norm.
+StyleEncoder: a real word image -> a style vector (mean and log-variance, a VAE), so G can
+write new text in the hand of a real word. Discriminator: fully convolutional, spectral
+norm, any width; its features are averaged over the word's valid columns and one linear
+(one bias) scores the word, so the score does not grow with the word's width.
 """
 from __future__ import annotations
 
@@ -50,12 +56,44 @@ class ConditionalBatchNorm(nn.Module):
         return self.bn(x) * g + b
 
 
-class UpBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, cond_dim: int):
+def masked_moments(x: torch.Tensor, widths: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per word and channel: mean and std of x (B, C, H, W) over its first `widths` columns."""
+    keep = (torch.arange(x.shape[-1], device=x.device)[None, :] < widths[:, None]).to(x.dtype)[:, None, None, :]
+    n = (widths.clamp(min=1) * x.shape[2]).to(x.dtype)[:, None, None, None]
+    mean = (x * keep).sum((2, 3), keepdim=True) / n
+    var = (((x - mean) * keep) ** 2).sum((2, 3), keepdim=True) / n
+    return mean, (var + eps).sqrt()
+
+
+class MaskedAdaIN(nn.Module):
+    """Instance norm over a word's valid columns, then a style-driven scale and shift."""
+
+    def __init__(self, channels: int, cond_dim: int):
         super().__init__()
-        self.bn1 = ConditionalBatchNorm(cin, cond_dim)
+        self.gain = SN(nn.Linear(cond_dim, channels))
+        self.bias = SN(nn.Linear(cond_dim, channels))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+        mean, std = masked_moments(x, widths)
+        return (x - mean) / std * (1 + self.gain(cond)[:, :, None, None]) + self.bias(cond)[:, :, None, None]
+
+
+class BatchNormCond(ConditionalBatchNorm):
+    """ConditionalBatchNorm with MaskedAdaIN's call signature (widths unused)."""
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, widths: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x, cond)
+
+
+NORMS = {"adain": MaskedAdaIN, "batch": BatchNormCond}
+
+
+class UpBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, cond_dim: int, norm: str = "adain"):
+        super().__init__()
+        self.bn1 = NORMS[norm](cin, cond_dim)
         self.conv1 = SN(nn.Conv2d(cin, cout, 3, padding=1))
-        self.bn2 = ConditionalBatchNorm(cout, cond_dim)
+        self.bn2 = NORMS[norm](cout, cond_dim)
         self.conv2 = SN(nn.Conv2d(cout, cout, 3, padding=1))
         self.skip = SN(nn.Conv2d(cin, cout, 1))
 
@@ -63,8 +101,8 @@ class UpBlock(nn.Module):
         """`widths`: each word's valid columns in x. Columns beyond are zeroed before every
         convolution, so in eval mode a word is the same whatever its batch is padded to."""
         w2 = widths * 2
-        h = F.interpolate(column_mask(F.relu(self.bn1(x, cond)), widths), scale_factor=2)
-        h = self.conv2(column_mask(F.relu(self.bn2(self.conv1(h), cond)), w2))
+        h = F.interpolate(column_mask(F.relu(self.bn1(x, cond, widths)), widths), scale_factor=2)
+        h = self.conv2(column_mask(F.relu(self.bn2(self.conv1(h), cond, w2)), w2))
         return column_mask(h + self.skip(F.interpolate(x, scale_factor=2)), w2)
 
 
@@ -75,7 +113,7 @@ class Generator(nn.Module):
 
     def __init__(self, num_classes: int, *, height: int = 32, px_per_char: int = 16, base: int = 32,
                  channel_mult: tuple[int, ...] = (8, 4, 2), z_dim: int = 32, embed_dim: int = 64,
-                 text_hidden: int = 64, text_layers: int = 1):
+                 text_hidden: int = 64, text_layers: int = 1, norm: str = "adain"):
         super().__init__()
         n_up = len(channel_mult)
         self.h0, self.w0 = height >> n_up, px_per_char >> n_up
@@ -89,8 +127,11 @@ class Generator(nn.Module):
         channels = [base * m for m in channel_mult] + [base * channel_mult[-1] // 2]
         self.c0 = channels[0]
         self.project = SN(nn.Linear(self.text.out_dim + self.chunk, self.c0 * self.h0 * self.w0))
-        self.blocks = nn.ModuleList(UpBlock(channels[i], channels[i + 1], self.chunk) for i in range(n_up))
-        self.out_bn = nn.BatchNorm2d(channels[-1])
+        if norm not in NORMS:
+            raise ValueError(f"generator norm {norm!r}: expected one of {sorted(NORMS)}")
+        self.norm = norm
+        self.blocks = nn.ModuleList(UpBlock(channels[i], channels[i + 1], self.chunk, norm) for i in range(n_up))
+        self.out_bn = nn.BatchNorm2d(channels[-1]) if norm == "batch" else None
         self.out_conv = SN(nn.Conv2d(channels[-1], 1, 3, padding=1))
 
     def widths(self, lengths: torch.Tensor) -> torch.Tensor:
@@ -108,7 +149,12 @@ class Generator(nn.Module):
         for block, zc in zip(self.blocks, zs[1:]):
             h = block(h, zc, widths)
             widths = widths * 2
-        img = torch.tanh(self.out_conv(column_mask(F.relu(self.out_bn(h)), widths)))
+        if self.out_bn is not None:
+            h = self.out_bn(h)
+        else:
+            mean, std = masked_moments(h, widths)
+            h = (h - mean) / std
+        img = torch.tanh(self.out_conv(column_mask(F.relu(h), widths)))
         valid = column_mask(torch.ones_like(img), widths)
         return img * valid - (1 - valid)  # beyond the word: background (-1)
 
@@ -128,21 +174,68 @@ class DownBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Fully convolutional critic: image (B, 1, H, W) + widths -> one score per image."""
+    """Fully convolutional critic: image (B, 1, H, W) + widths -> one score per image.
 
-    def __init__(self, *, base: int = 32, channel_mult: tuple[int, ...] = (1, 2, 4, 8)):
+    pool = "mean": ReLU features summed over rows and averaged over the word's valid columns,
+    then one SN linear with one bias (BigGAN's head; HiGAN+ divides its masked sum by the
+    number of characters, which at one column per character is the same). The score is then
+    independent of the word's width. pool = "sum" keeps the first generators' head (a 1x1
+    conv summed over positions, bias included), whose score was mostly the width."""
+
+    def __init__(self, *, base: int = 32, channel_mult: tuple[int, ...] = (1, 2, 4, 8), pool: str = "mean"):
         super().__init__()
+        if pool not in ("mean", "sum"):
+            raise ValueError(f"discriminator pool {pool!r}: expected 'mean' or 'sum'")
         chans = [1] + [base * m for m in channel_mult]
         self.blocks = nn.Sequential(*[DownBlock(chans[i], chans[i + 1], first=i == 0) for i in range(len(channel_mult))])
-        self.head = SN(nn.Conv2d(chans[-1], 1, 1))
+        self.pool = pool
+        self.head = SN(nn.Conv2d(chans[-1], 1, 1)) if pool == "sum" else SN(nn.Linear(chans[-1], 1))
         self.stride = 2 ** len(channel_mult)
 
+    def valid_columns(self, widths: torch.Tensor) -> torch.Tensor:
+        return ((widths + self.stride - 1) // self.stride).clamp(min=1)
+
     def forward(self, images: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
-        # A sum over positions, as in BigGAN, not a mean: spectral norm bounds the slope of each
-        # position's score, and a mean would shrink the bound again by the number of positions.
-        # With a mean, D did not separate real from early generated words in 200 steps (sum: loss
-        # 2.0 -> 1.0); longer words get larger scores, which the hinge clips.
-        scores = self.head(F.relu(self.blocks(images))).sum(dim=2)[:, 0]  # (B, W')
-        valid = torch.arange(scores.shape[1], device=scores.device)[None, :] < (
-            (widths + self.stride - 1) // self.stride).clamp(min=1)[:, None]
-        return (scores * valid).sum(1)
+        h = F.relu(self.blocks(images))
+        cols = self.valid_columns(widths)
+        valid = (torch.arange(h.shape[-1], device=h.device)[None, :] < cols[:, None]).to(h.dtype)
+        if self.pool == "sum":
+            return (self.head(h).sum(dim=2)[:, 0] * valid).sum(1)
+        feats = (h.sum(dim=2) * valid[:, None, :]).sum(2) / cols[:, None].to(h.dtype)  # (B, C)
+        return self.head(feats)[:, 0]
+
+
+class StyleEncoder(nn.Module):
+    """Real word image (B, 1, H, W) in G's geometry + widths -> (mu, logvar), each (B, style_dim).
+
+    Plain convolutions (no batch statistics: a word's style must not depend on its batch),
+    LeakyReLU, average pooling to 1/16 of the width, then the mean over the valid columns."""
+
+    def __init__(self, style_dim: int, *, base: int = 16, channel_mult: tuple[int, ...] = (1, 2, 4, 8)):
+        super().__init__()
+        chans = [1] + [base * m for m in channel_mult]
+        layers: list[nn.Module] = []
+        for i in range(len(channel_mult)):
+            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1), nn.LeakyReLU(0.2),
+                       nn.Conv2d(chans[i + 1], chans[i + 1], 3, padding=1), nn.LeakyReLU(0.2), nn.AvgPool2d(2)]
+        self.net = nn.Sequential(*layers)
+        for m in self.net:
+            if isinstance(m, nn.Conv2d):  # He init for LeakyReLU: with PyTorch's default the signal
+                nn.init.kaiming_normal_(m.weight, a=0.2)  # fades over 8 layers and E learned little
+                nn.init.zeros_(m.bias)
+        self.stride = 2 ** len(channel_mult)
+        self.out = nn.Linear(chans[-1], 2 * style_dim)
+        self.style_dim = style_dim
+
+    def forward(self, images: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Background (-1) beyond the widest word too, wider than half the receptive field (~76 px):
+        # otherwise the convolutions' zero padding (mid-grey) reached only the widest word of a
+        # batch, and a word's style depended on its batch mates.
+        pad = -images.shape[-1] % self.stride + 3 * self.stride
+        x = F.pad(images, (0, pad), value=-1.0)
+        h = self.net(x).mean(dim=2)  # (B, C, W')
+        cols = ((widths + self.stride - 1) // self.stride).clamp(min=1)
+        valid = (torch.arange(h.shape[-1], device=h.device)[None, :] < cols[:, None]).to(h.dtype)
+        feats = (h * valid[:, None, :]).sum(2) / cols[:, None].to(h.dtype)
+        mu, logvar = self.out(feats).chunk(2, dim=1)
+        return mu, logvar.clamp(-8.0, 4.0)

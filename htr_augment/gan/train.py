@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="GAN TOML config (configs/gan/tiny.toml, cpu.toml, base.toml)")
     p.add_argument("--train", required=True, help="LMDB of real word images (from recognizer.segment)")
+    p.add_argument("--val", help="LMDB of held-out real words (validation writers) for the health "
+                   "metrics every train.eval_every iterations: D's AUC, the live and EMA G's R-CER, ink, diversity")
     p.add_argument("--out", required=True, help="run directory: checkpoints, logs, samples")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--recognizer", help="start R from this trained word-recognizer checkpoint "
@@ -48,8 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         dist = init_distributed(args.device)
         dataset = LmdbWordDataset(args.train, height=d["height"], min_length=d["min_length"],
                                   max_length=d["max_length"])
+        val = None
+        if args.val:  # the training alphabet: validation words with other characters are left out
+            val = LmdbWordDataset(args.val, height=d["height"], min_length=d["min_length"],
+                                  max_length=d["max_length"], alphabet=dataset.alphabet)
         trainer = GanTrainer(config, recognizer_config_for(config), dataset, dataset.alphabet, out, dist,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, val_dataset=val)
         if args.resume:
             if not (out / "last.pt").is_file():
                 raise CheckpointError(f"--resume: no {out / 'last.pt'} to continue from")
@@ -61,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"htr_augment.gan.train: error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLoss as e:
-        print(f"htr_augment.gan.train: stopped: {e}. The last good checkpoint is {out / 'last.pt'}",
-              file=sys.stderr)
+        print(f"htr_augment.gan.train: stopped: {e}. The last checkpoint is {out / 'last.pt'}; the last "
+              f"one that passed the health check is {out / 'healthy.pt'}", file=sys.stderr)
         return 3
     finally:
         cleanup_distributed()

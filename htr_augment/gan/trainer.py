@@ -1,13 +1,18 @@
-"""The GAN training loop: D (hinge), R (CTC on real words only) and G (balanced adversarial + CTC).
+"""The GAN training loop: D (hinge), R (CTC on real words only), G and the style encoder E.
 
-One step:
-  1. D: hinge loss on DiffAugment-ed real and generated words (G not updated).
-  2. R: CTC on the real batch; R never sees a generated image in its own update.
-  3. G: the adversarial loss through D and the CTC loss through R (in eval mode, so its
-     batch-norm statistics stay those of real data) are differentiated with respect to
-     the generated image only; the CTC gradient is rescaled to alpha * std(adv)/std(ctc)
-     (balance.py) and the sum is back-propagated into G alone.
-  4. The EMA copy of G follows.
+One iteration consumes one new real batch:
+  1. D: hinge loss on DiffAugment-ed real words and generated ones (G not updated).
+  2. R: CTC on the real batch, unless R is frozen; R never sees a generated image in its
+     own update. With recognizer.pretrain_steps, R first trains alone for that many
+     iterations, in G's geometry.
+  3. Every train.g_every-th iteration, G and E: G writes (a) the real words' own texts in
+     their encoded styles E(x) (reconstruction, masked L1), (b) random texts in E(x) and
+     (c) random texts in z ~ N(0, I) styles (E(G(z, t)) ~ z: latent reconstruction). The
+     adversarial loss (D), the CTC loss (R in eval mode, so its batch statistics stay those
+     of real handwriting), the reconstruction and the latent-reconstruction losses are
+     differentiated with respect to the generated images only and balanced by running
+     standard deviations (balance.py); a small KL keeps E's codes near G's prior.
+  4. The EMA copies of G and E follow.
 """
 from __future__ import annotations
 
@@ -21,21 +26,25 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from recognizer.decoding import greedy_decode
 from recognizer.losses import ctc_losses
 from recognizer.model import CRNN
 
 from ..alphabet import Alphabet
 from ..data.credit import data_credit
 from ..images import encode_png, to_uint8
-from ..training import (DistInfo, MetricsLogger, all_reduce_sum, check_alphabet, load_checkpoint, make_checkpoint,
+from ..metrics import cer
+from ..training import (CheckpointError, DistInfo, MetricsLogger, all_gather_objects, all_reduce_sum, broadcast_object,
+                        check_alphabet, load_checkpoint, make_checkpoint,
                         rng_state, save_checkpoint, seed_everything, set_rng_state)
 from ..training.ema import EMA
 from ..training.lookahead import Lookahead
-from .balance import backward_balanced
+from .balance import GradientBalancer
 from .data import CanonicalCollate, TextSampler, encode_texts, natural_px_per_char
 from .diffaugment import diff_augment
-from .models import Discriminator
-from .word_generator import build_generator
+from .health import discriminator_health, generator_health
+from .models import StyleEncoder
+from .word_generator import build_discriminator, build_generator, build_style_encoder, fit_style_prior
 
 class NonFiniteLoss(RuntimeError):
     pass
@@ -48,28 +57,49 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, wor
     return [mine[i:i + batch_size] for i in range(0, len(mine) - batch_size + 1, batch_size)]
 
 
+def pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
+    return F.pad(x, (0, width - x.shape[-1]), value=-1.0) if x.shape[-1] < width else x
+
+
+def masked_l1(a: torch.Tensor, b: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference over each word's valid columns."""
+    W = max(a.shape[-1], b.shape[-1])
+    a, b = pad_to(a, W), pad_to(b, W)
+    keep = (torch.arange(W, device=a.device)[None, :] < widths[:, None]).to(a.dtype)[:, None, None, :]
+    return ((a - b).abs() * keep).sum() / (keep.sum() * a.shape[2])
+
+
 class GanTrainer:
     def __init__(self, config: dict, recognizer_config: dict, dataset, alphabet: Alphabet, out_dir: str | Path,
-                 dist: DistInfo, lexicon: list[str] | None = None, progress: bool = True):
+                 dist: DistInfo, lexicon: list[str] | None = None, progress: bool = True, val_dataset=None):
         self.config, self.dist, self.progress = config, dist, progress
         self.out = Path(out_dir)
         t = config["train"]
-        self.dataset, self.alphabet = dataset, alphabet
+        self.dataset, self.alphabet, self.val_dataset = dataset, alphabet, val_dataset
         seed_everything(t["seed"] + dist.rank)
         dev = dist.device
         self.G = build_generator(config, len(alphabet)).to(dev)
-        self.D = Discriminator(base=config["discriminator"]["base"],
-                               channel_mult=tuple(config["discriminator"]["channel_mult"])).to(dev)
+        self.D = build_discriminator(config).to(dev)
+        self.E: StyleEncoder | None = build_style_encoder(config).to(dev) if config["style"]["enabled"] else None
+        if dist.distributed and self.E is not None:
+            # E is not wrapped in DDP (it runs twice per step), so rank 0's initial weights are
+            # broadcast by hand, as DDP does for G, D and R; its gradients are averaged in g_step.
+            for t_ in self.E.state_dict().values():
+                torch.distributed.broadcast(t_, 0)
         self.R = CRNN(recognizer_config, len(alphabet)).to(dev)  # the project's recognizer, not a second one
         self.recognizer_config = recognizer_config
         self.ema = EMA(self.G, t["ema_decay"])
-        betas = tuple(t["betas"])
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t["lr_g"], betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t["lr_d"], betas=betas)
-        self.opt_r = torch.optim.AdamW(self.R.parameters(), lr=config["recognizer"]["lr"])
+        self.ema_e = EMA(self.E, t["ema_decay"]) if self.E is not None else None
+        self.g_params = list(self.G.parameters()) + (list(self.E.parameters()) if self.E is not None else [])
+        self.opt_g = torch.optim.Adam(self.g_params, lr=t["lr_g"], betas=tuple(t["betas_g"]))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t["lr_d"], betas=tuple(t["betas_d"]))
+        self.opt_r = torch.optim.AdamW(self.R.parameters(), lr=config["recognizer"]["lr"],
+                                       weight_decay=recognizer_config["train"]["weight_decay"])
         if t["lookahead"]:
             self.opt_g = Lookahead(self.opt_g, t["lookahead_k"], t["lookahead_alpha"])
             self.opt_d = Lookahead(self.opt_d, t["lookahead_k"], t["lookahead_alpha"])
+        self.balancer = GradientBalancer({"adv": t["w_adv"], "ctc": t["alpha"], "rec": t["w_rec"],
+                                          "info": t["w_info"]}, t["balance_decay"])
         if dist.distributed:
             ids = [dev.index] if dev.type == "cuda" else None
             self.G_train, self.D_train, self.R_train = (DDP(m, device_ids=ids) for m in (self.G, self.D, self.R))
@@ -79,27 +109,54 @@ class GanTrainer:
         # By default G writes the training words at their real frequencies, so that D cannot
         # tell real from fake by the distribution of word lengths.
         self.texts = TextSampler(lexicon or list(dataset.texts), t["seed"], dist.rank)
-        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.step, self.g_steps, self.epoch, self.batch_in_epoch = 0, 0, 0, 0
         self.natural_px_per_char = natural_px_per_char(dataset)
         # A fixed grid of words and styles, drawn every sample_every steps.
         counts = Counter(dataset.texts)
         self.sample_texts = sorted(counts, key=lambda w: (-counts[w], w))[:8]
-        self.sample_z = torch.randn(4, self.G.z_dim, generator=torch.Generator().manual_seed(1234))
+        self._held_out = None
+        self.fitted_prior: dict | None = None  # set at checkpoints when style.fitted_prior
+
+    @property
+    def r_frozen_now(self) -> bool:
+        return self.config["recognizer"]["frozen"] and self.step >= self.config["recognizer"]["pretrain_steps"]
 
     # -- checkpoints ---------------------------------------------------------
     def checkpoint(self) -> dict:
         opt_state = lambda o: o.state_dict()  # noqa: E731 (Lookahead and Adam alike)
-        from ..training import all_gather_objects
+        models = {"generator": self.G.state_dict(), "generator_ema": self.ema.model.state_dict(),
+                  "discriminator": self.D.state_dict(), "recognizer": self.R.state_dict()}
+        if self.E is not None:
+            models.update(style_encoder=self.E.state_dict(), style_encoder_ema=self.ema_e.model.state_dict())
         return make_checkpoint(
             "gan", {**self.config, "recognizer_model": self.recognizer_config}, self.alphabet, self.step,
-            self.epoch, batch_in_epoch=self.batch_in_epoch,
-            models={"generator": self.G.state_dict(), "generator_ema": self.ema.model.state_dict(),
-                    "discriminator": self.D.state_dict(), "recognizer": self.R.state_dict()},
+            self.epoch, batch_in_epoch=self.batch_in_epoch, models=models,
             optimizers={"generator": opt_state(self.opt_g), "discriminator": opt_state(self.opt_d),
                         "recognizer": opt_state(self.opt_r)},
             rng=all_gather_objects(rng_state()),
             extra={"natural_px_per_char": self.natural_px_per_char, "data_credit": data_credit(getattr(self.dataset, "meta", {})) or "",
-                   "train_words": len(self.dataset)})
+                   "train_words": len(self.dataset), "g_steps": self.g_steps, "balancer": self.balancer.state_dict(),
+                   "style_prior": self.refit_prior()})
+
+    def refit_prior(self) -> dict | None:
+        prior = self.style_prior()
+        if prior is not None and self.config["style"]["fitted_prior"] and self.g_steps > 0:
+            self.fitted_prior = prior
+        return prior
+
+    @torch.no_grad()
+    def style_prior(self, n: int = 512) -> dict | None:
+        """The EMA style encoder's codes of n training words (evenly spaced), fitted by a Gaussian:
+        WordGenerator samples its default styles there (G learned on those codes, not on N(0, I))."""
+        if self.E is None:
+            return None
+        idx = list(range(0, len(self.dataset), max(1, len(self.dataset) // n)))[:n]
+        codes = []
+        for start in range(0, len(idx), 64):
+            batch = self.collate([self.dataset[i] for i in idx[start:start + 64]])
+            mu, _ = self.ema_e.model(batch["images"].to(self.dist.device) * 2 - 1, batch["widths"].to(self.dist.device))
+            codes.append(mu.float().cpu())
+        return fit_style_prior(torch.cat(codes))
 
     def save(self, *names: str) -> None:
         """Write the checkpoint (built once) to each of `names` (default last.pt) in OUT."""
@@ -111,12 +168,21 @@ class GanTrainer:
     def resume(self, path: str | Path) -> None:
         ckpt = load_checkpoint(path, map_location=self.dist.device, kind="gan")
         check_alphabet(ckpt["alphabet"], self.alphabet)
-        for name, model in (("generator", self.G), ("generator_ema", self.ema.model),
-                            ("discriminator", self.D), ("recognizer", self.R)):
+        pairs = [("generator", self.G), ("generator_ema", self.ema.model), ("discriminator", self.D),
+                 ("recognizer", self.R)]
+        if self.E is not None:
+            pairs += [("style_encoder", self.E), ("style_encoder_ema", self.ema_e.model)]
+        for name, model in pairs:
+            if name not in ckpt["models"]:
+                raise CheckpointError(f"{path}: no {name} weights (a checkpoint of another GAN config?)")
             model.load_state_dict(ckpt["models"][name])
         for name, opt in (("generator", self.opt_g), ("discriminator", self.opt_d), ("recognizer", self.opt_r)):
             opt.load_state_dict(ckpt["optimizers"][name])
         self.step, self.epoch, self.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        self.g_steps = ckpt["extra"].get("g_steps", self.step)
+        if self.config["style"]["fitted_prior"] and self.g_steps > 0:
+            self.fitted_prior = ckpt["extra"].get("style_prior")
+        self.balancer.load_state_dict(ckpt["extra"].get("balancer", {}))
         if len(ckpt["rng"]) > self.dist.rank:
             set_rng_state(ckpt["rng"][self.dist.rank])
 
@@ -126,66 +192,173 @@ class GanTrainer:
         check_alphabet(ckpt["alphabet"], self.alphabet, "recognizer checkpoint")
         self.R.load_state_dict(ckpt["models"]["recognizer"])
 
-    # -- one step --------------------------------------------------------------
-    def _fake_inputs(self, n: int):
-        texts = self.texts.draw(self.step, n)
+    # -- one iteration ---------------------------------------------------------
+    def prior_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n prior styles: N(0, I), or with style.fitted_prior the Gaussian last fitted to E's codes of
+        real words (refitted at every checkpoint), where G is then trained and sampled alike."""
+        eps = torch.randn(n, self.G.z_dim, generator=generator)
+        if self.fitted_prior is None:
+            return eps
+        mean, chol = (torch.tensor(v) for v in (self.fitted_prior["mean"], self.fitted_prior["chol"]))
+        return mean + eps @ chol.T
+
+    def _fake_inputs(self, n: int, key: str):
+        texts = self.texts.draw(f"{self.step}:{key}", n)
         tokens, lengths, targets = encode_texts(texts, self.alphabet)
-        z = torch.randn(n, self.G.z_dim)
+        z = self.prior_z(n)
         dev = self.dist.device
         return texts, tokens.to(dev), lengths.to(dev), targets.to(dev), z.to(dev)
+
+    def _encode(self, encoder: StyleEncoder, x: torch.Tensor, widths: torch.Tensor, sample: bool = True):
+        mu, logvar = encoder(x, widths)
+        style = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+        return style, mu, logvar
+
+    def d_step(self, real_x, real_w, policy) -> dict[str, torch.Tensor]:
+        B, px = real_x.shape[0], self.G.px_per_char
+        _, tokens, lengths, _, z = self._fake_inputs(B, "d")
+        with torch.no_grad():
+            if self.E is not None:  # half the fakes in real writers' styles, half from the prior
+                style, _, _ = self._encode(self.E, real_x, real_w)
+                z = torch.cat([style[: B // 2], z[B // 2:]])
+            fake = self.G(tokens, lengths, z)
+        W = max(real_x.shape[-1], fake.shape[-1])
+        both = torch.cat([pad_to(real_x, W), pad_to(fake, W)])
+        widths = torch.cat([real_w, lengths * px])
+        scores = self.D_train(diff_augment(both, widths, policy), widths)
+        loss_real, loss_fake = F.relu(1 - scores[:B]).mean(), F.relu(1 + scores[B:]).mean()
+        self.opt_d.zero_grad(set_to_none=True)
+        (loss_real + loss_fake).backward()
+        self.opt_d.step()
+        return {"loss/d_real": loss_real, "loss/d_fake": loss_fake}
+
+    def r_step(self, real_x, real, dev) -> dict[str, torch.Tensor]:
+        self.R_train.train()
+        out = self.R_train((real_x + 1) / 2, real["widths"].to(dev))
+        loss_r, _, _ = ctc_losses(out, real["targets"].to(dev), real["target_lengths"].to(dev),
+                                  self.recognizer_config["train"]["shortcut_weight"])
+        self.opt_r.zero_grad(set_to_none=True)
+        loss_r.backward()
+        self.opt_r.step()
+        return {"loss/r_real_ctc": loss_r}
+
+    def g_step(self, real_x, real_w, real, policy) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        t, dev, px = self.config["train"], self.dist.device, self.G.px_per_char
+        B = real_x.shape[0]
+        _, tok_t, len_t, tgt_t, z = self._fake_inputs(B, "g")
+        losses: dict[str, torch.Tensor] = {}
+        if self.E is not None:
+            tok_x, len_x, tgt_x = (v.to(dev) for v in encode_texts(real["texts"], self.alphabet))
+            style, mu, logvar = self._encode(self.E, real_x, real_w)
+            L = max(tok_x.shape[1], tok_t.shape[1])
+            tokens = torch.cat([F.pad(tok_x, (0, L - tok_x.shape[1])), F.pad(tok_t, (0, L - tok_t.shape[1])),
+                                F.pad(tok_t, (0, L - tok_t.shape[1]))])
+            lengths, targets = torch.cat([len_x, len_t, len_t]), torch.cat([tgt_x, tgt_t, tgt_t])
+            styles = torch.cat([style, style, z])
+        else:
+            tokens, lengths, targets, styles = tok_t, len_t, tgt_t, z
+        fake = self.G_train(tokens, lengths, styles)
+        widths = lengths * px
+        losses["loss/g_adv"] = -self.D(diff_augment(fake, widths, policy), widths).mean()
+        self.R.eval()  # R's batch statistics stay those of real handwriting
+        _, losses["loss/g_ctc"], _ = ctc_losses(self.R((fake + 1) / 2, widths), targets, lengths, 0.0)
+        if self.E is not None:
+            losses["loss/g_rec"] = masked_l1(fake[:B], real_x, real_w)
+            mu_fake, _ = self.E(fake[2 * B:], widths[2 * B:])
+            losses["loss/g_info"] = (mu_fake - z).abs().mean()
+            losses["loss/e_kl"] = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).mean()
+        bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+        if bad:
+            raise NonFiniteLoss(f"non-finite {', '.join(bad)} at step {self.step + 1} "
+                                f"({', '.join(f'{k}={float(v):.4g}' for k, v in losses.items())})")
+        self.opt_g.zero_grad(set_to_none=True)
+        if self.E is not None:
+            # E's own terms: the KL, and reading z back from G's prior-style words.
+            own = self.config["style"]["kl"] * losses["loss/e_kl"] + losses["loss/g_info"]
+            torch.autograd.backward(own, inputs=list(self.E.parameters()), retain_graph=True)
+        stats = self.balancer.backward(fake, {k[len("loss/g_"):]: v for k, v in losses.items()
+                                              if k.startswith("loss/g_")})
+        if self.dist.distributed and self.E is not None:  # E is used twice per step: reduced by hand
+            for p in self.E.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= self.dist.world_size
+        if t["grad_clip_g"]:
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.g_params, t["grad_clip_g"]))
+        self.opt_g.step()
+        self.ema.update(self.G, self.g_steps)  # g_steps: G steps before this one (restored on resume)
+        if self.ema_e is not None:
+            self.ema_e.update(self.E, self.g_steps)
+        self.g_steps += 1
+        return losses, stats
 
     def train_step(self, real: dict) -> dict[str, float]:
         t, dev = self.config["train"], self.dist.device
         policy = t["diffaugment"]
         real_x = real["images"].to(dev) * 2 - 1  # ink space -> G's tanh space (background -1)
         real_w = real["widths"].to(dev)
-        B = real_x.shape[0]
-        px = self.G.px_per_char
-
-        # 1. Discriminator (one forward over real and fake together: DDP-friendly).
-        for _ in range(t["d_steps"]):
-            _, tokens, lengths, _, z = self._fake_inputs(B)
-            with torch.no_grad():
-                fake = self.G(tokens, lengths, z)
-            W = max(real_x.shape[-1], fake.shape[-1])
-            both = torch.cat([F.pad(real_x, (0, W - real_x.shape[-1]), value=-1.0),
-                              F.pad(fake, (0, W - fake.shape[-1]), value=-1.0)])
-            widths = torch.cat([real_w, lengths * px])
-            scores = self.D_train(diff_augment(both, widths, policy), widths)
-            loss_d_real = F.relu(1 - scores[:B]).mean()
-            loss_d_fake = F.relu(1 + scores[B:]).mean()
-            self.opt_d.zero_grad(set_to_none=True)
-            (loss_d_real + loss_d_fake).backward()
-            self.opt_d.step()
-
-        # 2. Recognizer, on real words only.
-        self.R_train.train()
-        out = self.R_train((real_x + 1) / 2, real_w)
-        loss_r, _, _ = ctc_losses(out, real["targets"].to(dev), real["target_lengths"].to(dev),
-                                  self.recognizer_config["train"]["shortcut_weight"])
-        self.opt_r.zero_grad(set_to_none=True)
-        loss_r.backward()
-        self.opt_r.step()
-
-        # 3. Generator: balanced adversarial + CTC gradients of its image.
-        _, tokens, lengths, targets, z = self._fake_inputs(B)
-        fake = self.G_train(tokens, lengths, z)
-        widths = lengths * px
-        loss_adv = -self.D(diff_augment(fake, widths, policy), widths).mean()
-        self.R.eval()  # R's batch statistics stay those of real handwriting
-        _, loss_ctc, _ = ctc_losses(self.R((fake + 1) / 2, widths), targets, lengths, 0.0)
-        self.R.train()
-        losses = {"loss/d_real": loss_d_real, "loss/d_fake": loss_d_fake, "loss/r_real_ctc": loss_r,
-                  "loss/g_adv": loss_adv, "loss/g_ctc": loss_ctc}
+        losses: dict[str, torch.Tensor] = {}
+        if self.step < self.config["recognizer"]["pretrain_steps"]:
+            losses.update(self.r_step(real_x, real, dev))  # R alone, before the game
+            return {k: float(v.detach()) for k, v in losses.items()}
+        losses.update(self.d_step(real_x, real_w, policy))
+        if not self.r_frozen_now:
+            losses.update(self.r_step(real_x, real, dev))
+        stats: dict[str, float] = {}
+        if (self.step + 1) % t["g_every"] == 0:
+            g_losses, stats = self.g_step(real_x, real_w, real, policy)
+            losses.update(g_losses)
         bad = [k for k, v in losses.items() if not torch.isfinite(v)]
         if bad:
-            raise NonFiniteLoss(f"non-finite {', '.join(bad)} at step {self.step + 1} "
-                                f"({', '.join(f'{k}={float(v):.4g}' for k, v in losses.items())})")
-        self.opt_g.zero_grad(set_to_none=True)
-        stats = backward_balanced(fake, loss_adv, loss_ctc, t["alpha"])
-        self.opt_g.step()
-        self.ema.update(self.G, self.step)  # self.step: steps before this one (restored on resume)
+            raise NonFiniteLoss(f"non-finite {', '.join(bad)} at step {self.step + 1}")
         return {**{k: float(v.detach()) for k, v in losses.items()}, **{f"balance/{k}": v for k, v in stats.items()}}
+
+    # -- health ----------------------------------------------------------------
+    def held_out(self) -> dict | None:
+        """A fixed batch of held-out real words (the validation LMDB), collated once."""
+        if self._held_out is None and self.val_dataset is not None and len(self.val_dataset):
+            n = min(self.config["train"]["eval_words"], len(self.val_dataset))
+            idx = range(0, len(self.val_dataset), max(1, len(self.val_dataset) // n))
+            self._held_out = self.collate([self.val_dataset[i] for i in list(idx)[:n]])
+        return self._held_out
+
+    @torch.no_grad()
+    def health(self) -> dict[str, float]:
+        """D's held-out AUC and margin; the live and EMA G's R-CER, peak ink and z-diversity."""
+        real = self.held_out()
+        if real is None:
+            return {}
+        dev, px = self.dist.device, self.G.px_per_char
+        real_x, real_w = real["images"].to(dev) * 2 - 1, real["widths"].to(dev)
+        self.R.eval()
+        r_out = self.R((real_x + 1) / 2, real_w)
+        out = {"health/real_r_cer": cer(real["texts"], greedy_decode(r_out.log_probs, r_out.lengths, self.alphabet)),
+               "health/real_peak_ink": float(((real_x + 1) / 2).amax((1, 2, 3)).mean())}
+        if self.step <= self.config["recognizer"]["pretrain_steps"]:
+            return out  # R alone so far: G and D are untouched
+        tokens, lengths, _ = (v.to(dev) for v in encode_texts(real["texts"], self.alphabet))
+        gen = torch.Generator().manual_seed(4321)
+        z, z2 = (self.prior_z(len(real["texts"]), gen).to(dev) for _ in range(2))
+        for name, G in (("live", self.G), ("ema", self.ema.model)):
+            out.update({f"health/{name}_{k}": v for k, v in
+                        generator_health(G, self.R, self.alphabet, tokens, lengths, real["texts"], z, z2).items()})
+        if self.E is not None:  # the EMA G in real writers' styles (codes of the held-out words themselves
+            # rolled by one, so each word is written in another writer's hand) and the fitted prior's
+            codes, _ = self.ema_e.model(real_x, real_w)
+            out.update({f"health/ema_styled_{k}": v for k, v in generator_health(
+                self.ema.model, self.R, self.alphabet, tokens, lengths, real["texts"], codes.roll(1, 0),
+                codes.roll(2, 0)).items()})
+        was = self.G.training
+        self.G.eval()
+        fake = self.G(tokens, lengths, z)
+        self.G.train(was)
+        out.update({f"health/d_{k}": v for k, v in
+                    discriminator_health(self.D, real_x, real_w, fake, lengths * px).items()})
+        return out
+
+    def healthy(self, h: dict[str, float]) -> bool:
+        limit = self.config["train"]["breakdown_cer"]
+        return all(h.get(f"health/{n}_r_cer", 1.0) < limit for n in ("live", "ema"))
 
     # -- the loop --------------------------------------------------------------
     def sample_grid(self) -> np.ndarray:
@@ -193,7 +366,7 @@ class GanTrainer:
         from .word_generator import WordGenerator
         gen = WordGenerator(self.ema.model, self.alphabet, self.config, device=self.dist.device)
         rows = []
-        for z in self.sample_z:
+        for z in self.prior_z(4, torch.Generator().manual_seed(1234)):
             imgs = [to_uint8(im) for im in gen.generate(self.sample_texts, z=z, natural_width=False)]
             row = np.full((gen.height, sum(i.shape[1] + 8 for i in imgs)), 255, np.uint8)
             x = 0
@@ -208,9 +381,11 @@ class GanTrainer:
         t = self.config["train"]
         max_steps = max_steps or t["max_steps"]
         logger = MetricsLogger(self.out, enabled=self.dist.is_main, resume_step=self.step or None)
-        bar = tqdm(total=max_steps, initial=self.step, unit="step", desc="GAN", dynamic_ncols=True,
+        bar = tqdm(total=max_steps, initial=self.step, unit="it", desc="GAN", dynamic_ncols=True,
                    disable=not (self.progress and self.dist.is_main))
         last: dict[str, float] = {}
+        if self.config["recognizer"]["frozen"] and self.step >= self.config["recognizer"]["pretrain_steps"]:
+            self.R.eval()
         try:
             while self.step < max_steps:
                 batches = epoch_batches(len(self.dataset), t["batch_size"], t["seed"], self.epoch,
@@ -224,7 +399,9 @@ class GanTrainer:
                                     collate_fn=self.collate, num_workers=self.config["data"]["num_workers"],
                                     generator=torch.Generator().manual_seed(t["seed"] * 7919 + self.epoch))
                 for real in loader:
-                    last = self.train_step(real)
+                    last.update(self.train_step(real))
+                    if self.r_frozen_now:
+                        last.pop("loss/r_real_ctc", None)
                     self.step += 1
                     self.batch_in_epoch += 1
                     bar.update(1)
@@ -232,19 +409,31 @@ class GanTrainer:
                         names = sorted(last)
                         sums = all_reduce_sum([last[k] for k in names])
                         last = {k: v / self.dist.world_size for k, v in zip(names, sums)}
-                        logger.scalars(last, self.step)
-                        bar.set_postfix(adv=f"{last['loss/g_adv']:.3f}", ctc=f"{last['loss/g_ctc']:.3f}",
-                                        r=f"{last['loss/r_real_ctc']:.3f}", refresh=False)
+                        logger.scalars({**last, "train/g_steps": self.g_steps}, self.step)
+                        bar.set_postfix({k.split("/")[-1]: f"{last[k]:.3g}" for k in
+                                         ("loss/g_adv", "loss/g_ctc", "loss/g_rec", "loss/r_real_ctc") if k in last},
+                                        refresh=False)
+                    names = []
+                    if t["eval_every"] and self.step % t["eval_every"] == 0 and self.dist.is_main:
+                        h = self.health()
+                        if h:
+                            logger.scalars(h, self.step)
+                            bar.write(f"step {self.step} ({self.g_steps} G steps): " + ", ".join(
+                                f"{k.split('/')[-1]} {v:.3g}" for k, v in h.items()))
+                            if self.healthy(h) and self.step > self.config["recognizer"]["pretrain_steps"]:
+                                names.append("healthy.pt")
                     if self.step % t["sample_every"] == 0 and self.dist.is_main:
                         grid = self.sample_grid()
                         logger.image("samples", torch.from_numpy(1 - grid / 255.0)[None].float(), self.step)
                         (self.out / "samples").mkdir(parents=True, exist_ok=True)
                         (self.out / "samples" / f"step{self.step:07d}.png").write_bytes(encode_png(grid))
-                    keep = t["keep_every"] and self.step % t["keep_every"] == 0
-                    names = [f"step{self.step:07d}.pt"] if keep else []
+                    if t["keep_every"] and self.step % t["keep_every"] == 0:
+                        names.append(f"step{self.step:07d}.pt")
                     if self.step % t["checkpoint_every"] == 0 or self.step == max_steps:
                         names.append("last.pt")
                         logger.flush()
+                    if self.dist.distributed:  # every rank must take part in the checkpoint's gather
+                        names = broadcast_object(names)
                     if names:
                         self.save(*names)
                     if self.step >= max_steps:

@@ -3,6 +3,7 @@
     from htr_augment.gan import WordGenerator
     gen = WordGenerator.load()                # the weights shipped in the package
     images = gen.generate(["bonjour", "monde"], seed=0)   # one style for both words
+    images = gen.generate(["bonjour"], style=[word_image])  # in the hand of a real word image
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from ..alphabet import Alphabet, AlphabetError, normalize_text
+from ..images import pad_batch
 from ..training.checkpoint import CheckpointError, load_checkpoint
-from .models import Generator
+from .models import Discriminator, Generator, StyleEncoder
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "generator.pt"
 
@@ -24,7 +26,28 @@ def build_generator(config: dict, num_classes: int) -> Generator:
     g, d = config["generator"], config["data"]
     return Generator(num_classes, height=d["height"], px_per_char=d["px_per_char"], base=g["base"],
                      channel_mult=tuple(g["channel_mult"]), z_dim=g["z_dim"], embed_dim=g["embed_dim"],
-                     text_hidden=g["text_hidden"], text_layers=g["text_layers"])
+                     text_hidden=g["text_hidden"], text_layers=g["text_layers"],
+                     norm=g.get("norm", "batch"))  # configs older than the key: batch norm
+
+
+def build_discriminator(config: dict) -> Discriminator:
+    d = config["discriminator"]
+    return Discriminator(base=d["base"], channel_mult=tuple(d["channel_mult"]), pool=d.get("pool", "sum"))
+
+
+def build_style_encoder(config: dict) -> StyleEncoder:
+    return StyleEncoder(config["generator"]["z_dim"], base=config["style"]["base"])
+
+
+@torch.no_grad()
+def fit_style_prior(codes: torch.Tensor, ridge: float = 1e-3) -> dict:
+    """Mean and Cholesky factor of a Gaussian fitted to style codes (N, z_dim), as plain lists
+    (a checkpoint holds builtins and tensors only)."""
+    codes = codes.double()
+    mean = codes.mean(0)
+    cov = torch.cov(codes.T) + ridge * torch.eye(codes.shape[1], dtype=codes.dtype)
+    return {"mean": mean.float().tolist(), "chol": torch.linalg.cholesky(cov).float().tolist(),
+            "words": int(codes.shape[0])}
 
 
 # Above this CER of the independent evaluator on generated words, the weights are flagged.
@@ -48,8 +71,10 @@ class WordGenerator:
     """Writes words with a trained (EMA) generator. Images follow htr_augment.images: ink = 1."""
 
     def __init__(self, generator: Generator, alphabet: Alphabet, config: dict, *,
-                 natural_px_per_char: float | None = None, info: dict | None = None, device="cpu"):
+                 natural_px_per_char: float | None = None, info: dict | None = None, device="cpu",
+                 style_encoder: StyleEncoder | None = None):
         self.generator = generator.to(device).eval()
+        self.style_encoder = style_encoder.to(device).eval() if style_encoder is not None else None
         self.alphabet = alphabet
         self.config = config
         self.device = torch.device(device)
@@ -81,11 +106,16 @@ class WordGenerator:
         alphabet = Alphabet(ckpt["alphabet"])
         gen = build_generator(ckpt["config"], len(alphabet))
         gen.load_state_dict(models[key])
+        encoder = None
+        e_key = "style_encoder_ema" if "style_encoder_ema" in models else "style_encoder"
+        if e_key in models:
+            encoder = build_style_encoder(ckpt["config"])
+            encoder.load_state_dict(models[e_key])
         extra = ckpt.get("extra", {})
         if checkpoint is None:
             warn_if_illegible(extra.get("metrics"), path)
         return cls(gen, alphabet, ckpt["config"], natural_px_per_char=extra.get("natural_px_per_char"),
-                   info={"path": str(path), "step": ckpt["step"], **extra}, device=device)
+                   info={"path": str(path), "step": ckpt["step"], **extra}, device=device, style_encoder=encoder)
 
     def check(self, texts: list[str]) -> list[str]:
         texts = [normalize_text(t) for t in texts]
@@ -98,20 +128,75 @@ class WordGenerator:
                                     f"{''.join(self.alphabet.chars)!r})")
         return texts
 
+    @property
+    def style_prior(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(mean, Cholesky factor) of the style encoder's codes of real training words, if stored."""
+        prior = self.info.get("style_prior")
+        if not prior:
+            return None
+        return torch.tensor(prior["mean"]), torch.tensor(prior["chol"])
+
     def sample_z(self, n: int, seed: int | None = None) -> torch.Tensor:
+        """n styles. With a stored style prior, drawn from the Gaussian fitted to the style codes of
+        real training words (ex-post density estimation, Ghosh et al. 2020): G was trained on those
+        codes, and they need not fill N(0, I); otherwise from N(0, I)."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        return torch.randn(n, self.z_dim, generator=gen)
+        eps = torch.randn(n, self.z_dim, generator=gen)
+        prior = self.style_prior
+        return eps if prior is None else prior[0] + eps @ prior[1].T
+
+    @property
+    def has_style_encoder(self) -> bool:
+        return self.style_encoder is not None
+
+    @torch.no_grad()
+    def encode_styles(self, images: list, texts: list[str | None] | None = None) -> torch.Tensor:
+        """Style vectors (N, z_dim) of real word images ((1, H, W) or (H, W) tensors, ink = 1).
+
+        Each image is brought to G's geometry: its height, and px_per_char pixels per character
+        of its text; without a text the character count is estimated from its width and the
+        training words' mean width per character."""
+        if self.style_encoder is None:
+            raise ValueError("these generator weights have no style encoder (trained before styles "
+                             "from images existed): use z or seed instead of style")
+        if not images:
+            raise ValueError("style: give at least one word image")
+        texts = list(texts) if texts is not None else [None] * len(images)
+        if len(texts) != len(images):
+            raise ValueError(f"style: {len(images)} images but {len(texts)} texts")
+        px, H = self.generator.px_per_char, self.height
+        canon = []
+        for i, (img, text) in enumerate(zip(images, texts)):
+            img = torch.as_tensor(img, dtype=torch.float32)
+            img = img[None] if img.dim() == 2 else img
+            if img.dim() != 3 or img.shape[0] != 1 or min(img.shape[1:]) < 2:
+                raise ValueError(f"style image {i}: expected a (1, H, W) or (H, W) grayscale word image, "
+                                 f"got shape {tuple(img.shape)}")
+            w_at_h = img.shape[2] * H / img.shape[1]
+            n = len(text) if text else max(1, round(w_at_h / (self.natural_px_per_char or px)))
+            canon.append(F.interpolate(img[None], size=(H, px * n), mode="bilinear", align_corners=False,
+                                       antialias=True)[0].clamp(0, 1))
+        batch, widths = pad_batch(canon)
+        mu, _ = self.style_encoder((batch * 2 - 1).to(self.device), widths.to(self.device))
+        return mu.float().cpu()
 
     @torch.no_grad()
     def generate(self, texts: str | list[str], z: torch.Tensor | None = None, seed: int | None = None,
-                 natural_width: bool = True, batch_size: int = 64) -> list[torch.Tensor]:
+                 natural_width: bool = True, batch_size: int = 64, style: list | None = None) -> list[torch.Tensor]:
         """Images (1, H, W) for `texts`, ink = 1, background = 0.
 
         `z` of shape (z_dim,) or (1, z_dim) writes every word in one style (one hand);
-        (N, z_dim) gives each word its own. Without z, one style is drawn from `seed`
-        for all words. `natural_width` resizes from G's fixed pixels per character to the
-        training data's mean width per character."""
+        (N, z_dim) gives each word its own. `style`: one or a few real word images (see
+        encode_styles; a list of (image, text) pairs gives their texts too): every word is
+        written in their hand (the mean of their style vectors). Without either, one style is
+        drawn from `seed` for all words. `natural_width` resizes from G's fixed pixels per
+        character to the training data's mean width per character."""
         texts = self.check([texts] if isinstance(texts, str) else list(texts))
+        if style is not None:
+            if z is not None:
+                raise ValueError("give z or style, not both")
+            pairs = [s if isinstance(s, tuple) else (s, None) for s in style]
+            z = self.encode_styles([p[0] for p in pairs], [p[1] for p in pairs]).mean(0, keepdim=True)
         if z is None:
             z = self.sample_z(1, seed)
         z = z.reshape(-1, self.z_dim).float()

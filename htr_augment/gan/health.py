@@ -1,0 +1,52 @@
+"""Health of a GAN run, measured on held-out real words (issue 9: judge D by held-out AUC, and
+the live generator together with the EMA one).
+
+- D: AUC of its scores, held-out real words vs fresh fakes of the live G, and the margin
+  (mean real score - mean fake score). A hinge sum of 2.0 says nothing by itself.
+- G (live and EMA): R's CER on the words it was asked to write, mean peak ink (faint or
+  blank words show here first), and z-diversity (mean absolute pixel change when only z
+  changes, same texts).
+"""
+from __future__ import annotations
+
+import torch
+
+from recognizer.decoding import greedy_decode
+
+from ..metrics import cer
+
+
+def auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    """P(score of a positive > score of a negative), ties counted half (Mann-Whitney)."""
+    pos, neg = pos.flatten().float()[:, None], neg.flatten().float()[None, :]
+    return float((pos > neg).float().mean() + 0.5 * (pos == neg).float().mean())
+
+
+def valid_region(images: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    return (torch.arange(images.shape[-1], device=images.device)[None, :] < widths[:, None])[:, None, None, :]
+
+
+@torch.no_grad()
+def generator_health(G, R, alphabet, tokens, lengths, texts, z, z2) -> dict[str, float]:
+    """R-CER, peak ink and z-diversity of generator G (tanh space) on `texts`."""
+    was = G.training
+    G.eval()
+    widths = lengths * G.px_per_char
+    fake, fake2 = G(tokens, lengths, z), G(tokens, lengths, z2)
+    G.train(was)
+    out = R((fake + 1) / 2, widths)
+    preds = greedy_decode(out.log_probs, out.lengths, alphabet)
+    ink = (fake + 1) / 2
+    mask = valid_region(fake, widths)
+    diff = ((fake - fake2).abs() * mask).sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * fake.shape[2])
+    return {"r_cer": cer(texts, preds), "peak_ink": float(ink.amax((1, 2, 3)).mean()),
+            "z_diversity": float(diff.mean())}
+
+
+@torch.no_grad()
+def discriminator_health(D, real_x, real_w, fake_x, fake_w) -> dict[str, float]:
+    was = D.training
+    D.eval()
+    s_real, s_fake = D(real_x, real_w), D(fake_x, fake_w)
+    D.train(was)
+    return {"auc": auc(s_real, s_fake), "margin": float(s_real.mean() - s_fake.mean())}
