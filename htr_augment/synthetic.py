@@ -11,6 +11,10 @@ process (unless resample=True: then a chunk is drawn anew once all its items wer
 served). Items are generated a chunk at a time (consecutive indices) and cached per
 process, so reading a chunk in order costs one generator forward pass for
 `chunk_size` words; MixingBatchSampler reads them that way.
+
+With `styles` (an LMDB of real words, e.g. a low-resource writer's own), an item's
+style is instead the style encoder's vector of a real word image, also drawn from
+(seed, i); `style_mix` is the fraction of items written that way.
 """
 from __future__ import annotations
 
@@ -22,11 +26,14 @@ from collections import OrderedDict
 import torch
 from torch.utils.data import Dataset
 
-from .data.dataset import WordSample
+from .data.dataset import LmdbWordDataset, WordSample
 from .images import resize_to_height, to_tensor, to_uint8
 from .lexicon import NgramSampler, load_lexicon, restrict
 
 log = logging.getLogger(__name__)
+
+# Encoded style vectors kept per process (z_dim floats each); the cache is emptied when full.
+STYLE_CACHE_SIZE = 65_536
 
 
 class SyntheticWordDataset(Dataset):
@@ -39,11 +46,16 @@ class SyntheticWordDataset(Dataset):
         resample: draw new text and style at every access instead.
         device: where the generator runs ("cuda" only with num_workers=0 or spawn workers).
         chunk_size: words generated per forward pass.
+        styles: None (styles drawn from the generator's z prior), or an LMDB path or
+            LmdbWordDataset of real word images whose styles (style encoder) the items take.
+        style_mix: fraction of items styled by a real word image, the rest from the z prior
+            (default 1.0 with styles). Items from the prior are the same as without styles.
     """
 
     def __init__(self, generator=None, lexicon=None, length: int = 10_000, seed: int = 0,
                  height: int | None = None, resample: bool = False, device: str = "cpu",
-                 chunk_size: int = 32, natural_width: bool = True, max_length: int | None = None):
+                 chunk_size: int = 32, natural_width: bool = True, max_length: int | None = None,
+                 styles: str | os.PathLike | LmdbWordDataset | None = None, style_mix: float | None = None):
         from .gan.word_generator import WordGenerator
         if length < 1:
             raise ValueError("length must be positive")
@@ -68,9 +80,30 @@ class SyntheticWordDataset(Dataset):
             if not self.words:
                 raise ValueError("no word of the lexicon can be written with the generator's alphabet "
                                  f"{''.join(self.alphabet.chars)!r}")
+        self.styles, self.style_mix = self._load_styles(styles, style_mix)
         self._cache: OrderedDict[int, list[WordSample]] = OrderedDict()
         self._served: dict[int, set[int]] = {}
+        self._style_cache: dict[int, torch.Tensor] = {}
         self._draws = 0
+
+    def _load_styles(self, styles, style_mix: float | None) -> tuple[LmdbWordDataset | None, float]:
+        if styles is None:
+            if style_mix is not None:
+                raise ValueError("style_mix needs styles (an LMDB of real word images)")
+            return None, 0.0
+        style_mix = 1.0 if style_mix is None else float(style_mix)
+        if not 0.0 <= style_mix <= 1.0:
+            raise ValueError(f"style_mix must be between 0 and 1, got {style_mix}")
+        gen = self.generator
+        if not gen.has_style_encoder:
+            where = gen.info.get("path", "the given WordGenerator")
+            raise ValueError(f"{where}: these generator weights have no style encoder (trained before styles "
+                             "from images existed), so styles= cannot be used; pass weights trained with one")
+        if not isinstance(styles, LmdbWordDataset):
+            styles = LmdbWordDataset(styles)  # as LmdbWordDataset(path) serves them: same styles
+        if len(styles) == 0:
+            raise ValueError(f"styles: {styles.path} has no usable word image")
+        return styles, style_mix
 
     @property
     def generator(self):
@@ -81,7 +114,7 @@ class SyntheticWordDataset(Dataset):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_cache"], state["_served"] = OrderedDict(), {}
+        state["_cache"], state["_served"], state["_style_cache"] = OrderedDict(), {}, {}
         if self._gen_source is not None or self._gen is None:
             state["_gen"] = None  # reload from the path in the worker instead of pickling weights
         return state
@@ -89,13 +122,45 @@ class SyntheticWordDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def text_and_style(self, i: int, draw: int = 0) -> tuple[str, torch.Tensor]:
-        """The text and style vector of item i (of its `draw`-th resampling)."""
+    def _draw(self, i: int, draw: int = 0) -> tuple[str, torch.Tensor, int | None]:
+        """Item i's text, prior style z and the index of its real style image (None: z)."""
         key = f"{self.seed}:{i}:{draw}"
         rng = random.Random(key)
         text = self.sampler.sample(rng) if self.sampler is not None else rng.choice(self.words)
         z = torch.randn(self.generator.z_dim, generator=torch.Generator().manual_seed(rng.getrandbits(63)))
-        return text, z
+        prior = self.generator.style_prior  # the generator's own style distribution, when it stores one
+        if prior is not None:
+            z = prior[0] + prior[1] @ z
+        ref = None
+        if self.styles is not None and rng.random() < self.style_mix:  # drawn after z: prior items keep theirs
+            ref = rng.randrange(len(self.styles))
+        return text, z, ref
+
+    def text_and_style(self, i: int, draw: int = 0) -> tuple[str, torch.Tensor]:
+        """The text and style vector of item i (of its `draw`-th resampling)."""
+        text, z, ref = self._draw(i, draw)
+        return text, (self._encode_styles([ref])[0] if ref is not None else z)
+
+    def style_of(self, i: int, draw: int = 0) -> int | None:
+        """Index in `styles` of the real word image that styles item i (None: the z prior)."""
+        return self._draw(i, draw)[2]
+
+    def _encode_styles(self, refs: list[int]) -> torch.Tensor:
+        """Style vectors (len(refs), z_dim) of the style images at `refs`, cached per process.
+
+        Encoded in batches of one text length: the images of a batch are then all of G's
+        width for that length, so no padding makes a vector depend on its batch (chunk)."""
+        if len(self._style_cache) + len(refs) > STYLE_CACHE_SIZE:
+            self._style_cache.clear()
+        missing: dict[int, list[int]] = {}
+        for r in dict.fromkeys(refs):
+            if r not in self._style_cache:
+                missing.setdefault(len(self.styles.texts[r]), []).append(r)
+        for group in missing.values():
+            samples = [self.styles[r] for r in group]
+            vectors = self.generator.encode_styles([s.image for s in samples], [s.text for s in samples])
+            self._style_cache.update(zip(group, vectors))
+        return torch.stack([self._style_cache[r] for r in refs])
 
     def _make_chunk(self, chunk: int) -> list[WordSample]:
         start = chunk * self.chunk_size
@@ -104,9 +169,13 @@ class SyntheticWordDataset(Dataset):
         if self.resample:
             self._draws += 1
             draw = (os.getpid() << 32) + self._draws
-        pairs = [self.text_and_style(i, draw) for i in idx]
-        texts = [t for t, _ in pairs]
-        images = self.generator.generate(texts, z=torch.stack([z for _, z in pairs]), natural_width=self.natural_width)
+        plans = [self._draw(i, draw) for i in idx]
+        texts = [t for t, _, _ in plans]
+        z = torch.stack([z for _, z, _ in plans])
+        styled = [k for k, (_, _, ref) in enumerate(plans) if ref is not None]
+        if styled:
+            z[styled] = self._encode_styles([plans[k][2] for k in styled])
+        images = self.generator.generate(texts, z=z, natural_width=self.natural_width)
         out = []
         for i, text, img in zip(idx, texts, images):
             if img.shape[1] != self.height:

@@ -1,0 +1,159 @@
+"""Styles from real word images: WordGenerator(style=), SyntheticWordDataset(styles=), htr-generate --style."""
+import cv2
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from htr_augment import CTCCollate, LmdbWordDataset, SyntheticWordDataset
+from htr_augment.gan.generate import main as generate_cli
+from htr_augment.gan.word_generator import WordGenerator
+from htr_augment.images import read_image, to_tensor
+
+from .conftest import draw_word, write_gt
+from .fixtures_gan import ALPHABET, tiny_generator_checkpoint
+
+WORDS = ["maison", "chat", "été", "porte", "rue", "ville", "lac", "pré"]
+STYLE_WORDS = ["lac", "maison", "rue", "porte", "été", "chat", "pré"]
+
+
+@pytest.fixture(scope="module")
+def styled_ckpt(tmp_path_factory):
+    return tiny_generator_checkpoint(tmp_path_factory.mktemp("g") / "styled.pt", style_encoder=True)
+
+
+@pytest.fixture(scope="module")
+def plain_ckpt(tmp_path_factory):
+    return tiny_generator_checkpoint(tmp_path_factory.mktemp("g") / "plain.pt")
+
+
+@pytest.fixture(scope="module")
+def gen(styled_ckpt):
+    return WordGenerator.load(styled_ckpt)
+
+
+@pytest.fixture(scope="module")
+def styles_lmdb(tmp_path_factory):
+    """A writer's own words: the real images styles are drawn from."""
+    from htr_augment.data.build_lmdb import BuildOptions, build
+    from htr_augment.data.sources import read_gt
+    tmp = tmp_path_factory.mktemp("styles")
+    gt = write_gt(tmp / "src", STYLE_WORDS, height=40)
+    build(read_gt(gt), tmp / "w.lmdb", BuildOptions(height=40), inputs=["x"], progress=False)
+    return tmp / "w.lmdb"
+
+
+def word(text, **kw):
+    return to_tensor(draw_word(text, **kw))
+
+
+def same(a, b):
+    return a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+
+
+def test_style_images_condition_the_output(gen):
+    assert gen.has_style_encoder
+    a, b = word("maison"), word("lac", height=48)
+    first = gen.generate(["rue", "porte"], style=[a])
+    assert all(torch.equal(x, y) for x, y in zip(first, gen.generate(["rue", "porte"], style=[a])))
+    assert all(same(x, y) for x, y in zip(first, gen.generate(["rue", "porte"], style=[a, a])))
+    assert all(same(x, y) for x, y in zip(first, gen.generate(["rue", "porte"], style=[a[0]])))  # (H, W)
+    other = gen.generate(["rue", "porte"], style=[b])
+    assert not any(same(x, y) for x, y in zip(first, other))
+
+
+def test_style_is_the_mean_of_the_encoded_styles(gen):
+    a, b = word("maison"), word("lac", height=48)
+    styled = gen.generate(["chat", "ville"], style=[(a, "maison"), (b, "lac")])
+    z = gen.encode_styles([a, b], ["maison", "lac"])
+    assert z.shape == (2, gen.z_dim)
+    assert all(torch.equal(x, y) for x, y in zip(styled, gen.generate(["chat", "ville"], z=z.mean(0))))
+    with pytest.raises(ValueError, match="not both"):
+        gen.generate(["chat"], style=[a], z=z[0])
+
+
+def test_weights_without_style_encoder_say_so(plain_ckpt, styles_lmdb):
+    old = WordGenerator.load(plain_ckpt)
+    assert not old.has_style_encoder
+    with pytest.raises(ValueError, match="no style encoder"):
+        old.generate(["chat"], style=[word("lac")])
+    with pytest.raises(ValueError, match=f"{plain_ckpt}.*no style encoder"):
+        SyntheticWordDataset(plain_ckpt, WORDS, length=4, styles=styles_lmdb)
+
+
+def test_dataset_styles_are_deterministic_and_are_the_real_words_styles(styled_ckpt, styles_lmdb, gen):
+    a = SyntheticWordDataset(styled_ckpt, WORDS, length=30, seed=2, chunk_size=8, styles=styles_lmdb)
+    real = LmdbWordDataset(styles_lmdb)
+    b = SyntheticWordDataset(styled_ckpt, WORDS, length=30, seed=2, chunk_size=5, styles=real)
+    for i in (17, 0, 29, 17, 3):
+        assert a[i].text == b[i].text and a.style_of(i) == b.style_of(i) is not None
+        assert same(a[i].image, b[i].image)
+    # Item i is its text written in the style of the real word style_of(i).
+    s, r = a[3], a.styles[a.style_of(3)]
+    expected = gen.generate([s.text], z=gen.encode_styles([r.image], [r.text]))[0]
+    assert same(s.image, expected)
+    text, z = a.text_and_style(3)
+    assert text == s.text and torch.allclose(z, gen.encode_styles([r.image], [r.text])[0], atol=1e-6)
+    # Texts are drawn as without styles; the hands are not.
+    plain = SyntheticWordDataset(styled_ckpt, WORDS, length=30, seed=2)
+    assert [plain[i].text for i in range(30)] == [a[i].text for i in range(30)]
+    assert not any(same(plain[i].image, a[i].image) for i in range(30))
+    assert len({a.style_of(i) for i in range(30)}) > 1
+
+
+def test_style_mix_keeps_prior_items_unchanged(styled_ckpt, styles_lmdb):
+    mixed = SyntheticWordDataset(styled_ckpt, WORDS, length=40, seed=1, styles=styles_lmdb, style_mix=0.5)
+    plain = SyntheticWordDataset(styled_ckpt, WORDS, length=40, seed=1)
+    styled = [i for i in range(40) if mixed.style_of(i) is not None]
+    assert 0 < len(styled) < 40
+    for i in range(40):
+        assert same(mixed[i].image, plain[i].image) == (i not in styled)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        SyntheticWordDataset(styled_ckpt, WORDS, length=4, styles=styles_lmdb, style_mix=1.5)
+    with pytest.raises(ValueError, match="needs styles"):
+        SyntheticWordDataset(styled_ckpt, WORDS, length=4, style_mix=0.5)
+    with pytest.raises(FileNotFoundError, match="nope.lmdb"):
+        SyntheticWordDataset(styled_ckpt, WORDS, length=4, styles=styles_lmdb.parent / "nope.lmdb")
+
+
+def test_dataset_styles_same_from_two_workers(styled_ckpt, styles_lmdb):
+    ds = SyntheticWordDataset(styled_ckpt, WORDS, length=24, seed=1, chunk_size=6, styles=styles_lmdb)
+    collate = CTCCollate(ALPHABET)
+    batches = list(DataLoader(ds, batch_size=6, num_workers=2, collate_fn=collate))
+    assert [t for b in batches for t in b["texts"]] == [ds[i].text for i in range(24)]
+    for k, batch in enumerate(batches):
+        expected = collate([ds[i] for i in range(6 * k, 6 * k + 6)])
+        assert torch.allclose(batch["images"], expected["images"], atol=1e-5)
+
+
+def write_png(path, text):
+    cv2.imwrite(str(path), draw_word(text, height=40))
+    return str(path)
+
+
+def test_cli_writes_in_the_hand_of_style_images(styled_ckpt, tmp_path):
+    style = [write_png(tmp_path / "a.png", "maison"), write_png(tmp_path / "b.png", "lac")]
+    out = tmp_path / "out.png"
+    rc = generate_cli(["chat rue", "-c", str(styled_ckpt), "--style", style[0], "--style", style[1],
+                       "--style-text", "maison", "--style-text", "lac", "-o", str(out)])
+    assert rc == 0
+    img = read_image(str(out))
+    assert img.shape[0] == 32 + 2 * 8 and img.min() < 255  # one row, some ink
+    rc = generate_cli(["chat", "-c", str(styled_ckpt), "--style", style[0], "-o", str(tmp_path / "one.png")])
+    assert rc == 0 and (tmp_path / "one.png").is_file()
+
+
+def test_cli_style_errors_name_the_file(styled_ckpt, plain_ckpt, tmp_path, capsys):
+    good = write_png(tmp_path / "a.png", "maison")
+    missing = str(tmp_path / "missing.png")
+    assert generate_cli(["chat", "-c", str(styled_ckpt), "--style", missing, "-o", str(tmp_path / "o.png")]) == 2
+    assert f"{missing}: no such file" in capsys.readouterr().err
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert generate_cli(["chat", "-c", str(styled_ckpt), "--style", str(tmp_path / "bad.png")]) == 2
+    assert f"{tmp_path / 'bad.png'}: not a decodable image" in capsys.readouterr().err
+    assert generate_cli(["chat", "-c", str(plain_ckpt), "--style", good, "-o", str(tmp_path / "o.png")]) == 2
+    err = capsys.readouterr().err
+    assert str(plain_ckpt) in err and "no style encoder" in err
+    assert not (tmp_path / "o.png").exists()
+    with pytest.raises(SystemExit) as e:
+        generate_cli(["chat", "--style", good, "--style-text", "a", "--style-text", "b"])
+    assert e.value.code == 2 and "2 texts for 1 --style images" in capsys.readouterr().err
