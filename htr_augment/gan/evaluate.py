@@ -11,7 +11,11 @@ words (one style each) and words rendered in handwriting fonts (the naive baseli
   - Fréchet distance to real test words in the evaluator's feature space, against the
     distance between two halves of the real test set (the floor for that sample size);
   - diversity: mean pairwise feature distance between renderings of one word (real: by
-    different writers; GAN and fonts: different styles).
+    different writers; GAN and fonts: different styles);
+  - usefulness, with --tstr-steps N: "train on synthetic, test on real" (htr_augment.gan.tstr):
+    a fixed small recognizer trained from scratch on one source's words only (the same labels
+    and count for each; --train-lexicon must then be an LMDB of real training words), tested
+    on the --real words.
 Writes report.json, report.md and grid.png (rows: real, GAN, fonts; same words).
 """
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ..images import encode_png, resize_to_height, to_tensor, to_uint8
 from ..lexicon import load_lexicon
 from ..metrics import EditCounts
 from .quality import frechet_distance, mean_pairwise_distance, recognize
+from .tstr import DEFAULT_SAMPLES, DEFAULT_STEPS, run_tstr
 from .word_generator import WordGenerator
 
 SOURCES = ("real", "gan", "fonts")
@@ -117,27 +122,45 @@ def comparison_grid(images: dict, texts: list[str], preds: dict, count: int = 8,
 
 
 def to_markdown(r: dict) -> str:
-    f, fd, d = r["fidelity"], r["frechet_distance"], r["diversity"]
+    f, fd, d, t = r["fidelity"], r["frechet_distance"], r["diversity"], r.get("tstr")
     lines = [
         "# Generated handwriting: quality report", "",
         f"Generator `{r['generator']}` (step {r['generator_step']}), evaluated by the independent recognizer "
         f"`{r['evaluator']}` on {r['words']} words of `{r['real_test']}` "
         f"({r['in_vocabulary_words']} in the GAN's training lexicon, {r['out_of_vocabulary_words']} not)."
         + (f" {r['credit']}." if r["credit"] else ""), "",
-        "| source | CER | WER | CER in-vocab | CER out-of-vocab | Fréchet distance | diversity |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| source | CER | WER | CER in-vocab | CER out-of-vocab | Fréchet distance | diversity |"
+        + (" TSTR CER | TSTR WER |" if t else ""),
+        "| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if t else ""),
     ]
     names = {"real": "real test words", "gan": "GAN", "fonts": "handwriting fonts"}
     for src in SOURCES:
         a = f[src]
-        lines.append(f"| {names[src]} | {a['all']['cer']:.3f} | {a['all']['wer']:.3f} | "
-                     f"{a['in_vocabulary']['cer']:.3f} | {a['out_of_vocabulary']['cer']:.3f} | "
-                     f"{fd[src]:.2f} | {d[src]:.3f} |")
+        row = (f"| {names[src]} | {a['all']['cer']:.3f} | {a['all']['wer']:.3f} | "
+               f"{a['in_vocabulary']['cer']:.3f} | {a['out_of_vocabulary']['cer']:.3f} | "
+               f"{fd[src]:.2f} | {d[src]:.3f} |")
+        lines.append(row + (f" {t[src]['cer']:.3f} | {t[src]['wer']:.3f} |" if t else ""))
     lines += ["", "Fréchet distance: to one half of the real test words, in the evaluator's feature space; the "
               "real row (the other half) is the floor for this sample size. Diversity: mean pairwise feature "
               f"distance between {d['styles']} renderings of the same word over {len(d['words'])} words "
-              "(real: different writers).", ""]
+              "(real: different writers)." + (" " + tstr_note(t) if t else ""), ""]
     return "\n".join(lines)
+
+
+def tstr_note(t: dict) -> str:
+    return (f"TSTR (train on synthetic, test on real): `{t['config']}` trained from scratch for "
+            f"{t['real']['steps']} steps on {t['real']['samples']} words of that source only (the same labels, "
+            f"drawn from `{t['real_train']}`; seed {t['seed']}), greedy CER/WER on the {t['test_words']} words "
+            f"of `{t['real_test']}`; the real row is the reference.")
+
+
+def check_tstr_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fail before the evaluation, not after it."""
+    if args.tstr_steps < 0 or args.tstr_samples < 1:
+        p.error("--tstr-steps must be >= 0 and --tstr-samples positive")
+    if args.tstr_steps and not (Path(args.train_lexicon) / "data.mdb").is_file():
+        p.error(f"--tstr-steps trains on real word images: --train-lexicon must be an LMDB of real "
+                f"training words, got {args.train_lexicon}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,13 +174,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--styles", type=int, default=5, help="renderings per word for diversity (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    t = p.add_argument_group("train on synthetic, test on real (TSTR)")
+    t.add_argument("--tstr-steps", type=int, default=0, metavar="N",
+                   help="train configs/recognizer/tstr.toml from scratch for N steps on each source's words "
+                        "(real, GAN, fonts) and test it on --real; --train-lexicon must be an LMDB of real "
+                        f"training words. 0 skips it (default); the config is sized for {DEFAULT_STEPS} "
+                        "(a few minutes per source on 2 CPU cores)")
+    t.add_argument("--tstr-samples", type=int, default=DEFAULT_SAMPLES, metavar="N",
+                   help="training words per source, the same labels for each (default %(default)s; "
+                        "all the real training words if fewer)")
+    t.add_argument("--tstr-seed", type=int, default=0, help="seed of the words drawn, styles and training "
+                   "(default %(default)s)")
     args = p.parse_args(argv)
+    check_tstr_args(p, args)
     torch.set_grad_enabled(False)
     try:
         gen = WordGenerator.load(args.generator, device=args.device)
         train_words = set(load_lexicon(args.train_lexicon))
         report, grid = evaluate_generator(gen, args.evaluator, args.real, train_words, n=args.n,
                                           styles=args.styles, seed=args.seed, device=args.device)
+        if args.tstr_steps:
+            report["tstr"] = run_tstr(gen, args.train_lexicon, args.real, steps=args.tstr_steps,
+                                      samples=args.tstr_samples, seed=args.tstr_seed, device=args.device)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"htr_augment.gan.evaluate: error: {e}", file=sys.stderr)
         return 2
