@@ -1,24 +1,38 @@
 """Does mixing synthetic words into every batch make the recognizer better on unseen writers?
 
-    python -m benchmarks.run --synthetic-ratio 0.5 --generator runs/gan/last.pt          # CPU defaults
-    python -m benchmarks.run --config configs/benchmark/gpu.toml --generator G.pt         # the full study
-    python -m benchmarks.run --synthetic-source fonts --data words/                       # fonts, word LMDBs
+    python -m benchmarks.run --generator runs/gan/last.pt                        # CPU defaults, all four arms
+    python -m benchmarks.run --arms baseline,fonts --data words/                 # two arms, word LMDBs
+    python -m benchmarks.run --config configs/benchmark/gpu.toml --generator G.pt # the full study
+
+Arms (--arms, a comma list; default: the config's `arms`, "baseline,fonts,gan,gan+fonts"):
+  baseline    real data only (ratio 0); always run, every other arm is compared with it
+  fonts       + words rendered in handwriting fonts (FontWordDataset, the naive baseline)
+  gan         + words of the GAN (SyntheticWordDataset; --generator, default the shipped weights)
+  gan+fonts   + both, half of the synthetic share each (interleaved: even index GAN, odd index fonts)
+--synthetic-source SOURCE is a deprecated alias of --arms baseline,SOURCE (none: --arms baseline).
 
 For each regime (low-resource: K training writers chosen by a seed; full: every training
-writer) and seed, the recognizer is trained twice with recognizer.train.train: on the real
-training data alone (the baseline, ratio 0) and with synthetic words (the GAN's through
-SyntheticWordDataset, or handwriting fonts' through FontWordDataset) at a fixed fraction of
-every batch. Both arms share the recognizer config, the number of steps, the seed, the real
-data and its order (MixingBatchSampler seeds the real permutation the same way). Both are
-evaluated with recognizer.evaluate on the test writers, checked to share no writer id with the
-training and validation data (the GAN must not have been trained on them either). The
-report compares them: mean ± std over seeds, the relative change, and a paired
-bootstrap 95% interval of the difference (test samples resampled, the same resample for both
-arms, the difference averaged over seeds).
+writer) and seed, the recognizer is trained once per arm with recognizer.train.train; every
+synthetic arm puts the same fraction (--synthetic-ratio) of every batch from its source. All
+arms share the recognizer config, the number of steps, the seed, the real data and its order
+(MixingBatchSampler seeds the real permutation the same way). All are evaluated with
+recognizer.evaluate on the test writers, checked to share no writer id with the training and
+validation data (the GAN must not have been trained on them either).
+
+The synthetic words are made once per benchmark: `synthetic_pool` words per source and
+lexicon, cached in an LMDB under OUT/cache/ (named by a hash of source, generator SHA-256,
+lexicon, count, seed and height; built beside and renamed when complete), shared by every
+seed and arm and reused on rerun; the report gives its build time apart from the runs'.
+
+The report (OUT/report.json, report.md, report.html with a grid of each arm's synthetic words)
+gives every arm side by side per regime: CER and WER mean ± std over seeds, the relative change
+and a paired bootstrap 95% interval of the difference against the baseline and against the
+fonts arm (test samples resampled, the same resample for both arms, the difference averaged
+over seeds), data sizes, steps and wall time.
 
 Each run lives in OUT/runs/REGIME/ARM/seedN: a finished run (result.json) is skipped on rerun,
-an interrupted one resumes from its last.pt. The baseline does not depend on the synthetic
-source, so a later --synthetic-source fonts in the same OUT reuses it.
+an interrupted one resumes from its last.pt. The baseline does not depend on any synthetic
+source, so every arm, in this invocation or a later one into the same OUT, shares it.
 """
 from __future__ import annotations
 
@@ -49,8 +63,10 @@ from htr_augment.data.build_lmdb import BuildOptions, build
 from htr_augment.data.credit import data_credit
 from htr_augment.data.lmdb_format import open_shared, partial_path, read_meta
 from htr_augment.data.sources import read_tsv
+from htr_augment.images import encode_png, to_uint8
 from htr_augment.lexicon import load_lexicon
 from htr_augment.mixing import MixedDataset, MixingBatchSampler
+from htr_augment.synthetic_cache import InterleavedDataset, WordCache, cached_words
 from htr_augment.training import select_device
 from htr_augment.training.checkpoint import file_sha256
 from recognizer.config import load_recognizer_config, make_config
@@ -59,14 +75,21 @@ from recognizer.model import load_recognizer
 from recognizer.report import write_report
 from recognizer.train import RUNTIME_KEYS, load_datasets, train
 
+from .report import write_reports
+
 log = logging.getLogger("benchmarks.run")
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "benchmark" / "cpu.toml"
 DEFAULT_DATA = Path(os.environ.get("HTR_COPISTE", REPO.parent / "shared" / "data" / "copiste"))
-SOURCES = ("gan", "fonts", "none")
+# Arms and the synthetic sources each mixes in (gan+fonts: interleaved, half of the synthetic share each).
+ARM_SOURCES: dict[str, tuple[str, ...]] = {"baseline": (), "fonts": ("fonts",), "gan": ("gan",),
+                                           "gan+fonts": ("gan", "fonts")}
+ARMS = tuple(ARM_SOURCES)
+SOURCES = ("gan", "fonts", "none")  # of the deprecated --synthetic-source
 REGIMES = ("low", "full", "both")
 RECOGNIZER_TABLES = ("data", "model", "train", "augment")  # benchmark TOML tables merged over the recognizer's
+GRID_WORDS = 16  # synthetic words drawn per arm and regime in report.html
 
 # Top-level keys of a benchmark TOML (configs/benchmark/*.toml); the command line overrides them.
 DEFAULTS: dict[str, Any] = {
@@ -76,14 +99,17 @@ DEFAULTS: dict[str, Any] = {
     "regime": "both",           # low | full | both
     "writers": 10,              # training writers kept in the low-resource regime ...
     "writer_seed": 0,           # ... drawn with this seed (the same writers for every seed and arm)
-    "synthetic_ratio": 0.5,     # fraction of each batch that is synthetic in the synthetic arm
-    "synthetic_source": "gan",  # gan | fonts | none (baseline only)
-    "synthetic_length": 0,      # distinct synthetic words; 0: 10 x the real training set
+    "arms": ",".join(ARMS),     # comma list (or TOML list) of ARMS; the baseline always runs
+    "synthetic_ratio": 0.5,     # fraction of each batch that is synthetic in every synthetic arm
+    "synthetic_pool": 20000,    # words cached per synthetic source (and lexicon), shared by seeds and arms
+    "synthetic_seed": 0,        # seed of the cached words: word i is a function of (seed, i)
     "evaluate": "best",         # checkpoint tested: best (lowest validation CER) or last
     "eval_batch_size": 32,
     "bootstrap": 1000,          # resamples of the paired bootstrap
     "device": "auto",
 }
+RENAMED = {"synthetic_source": 'arms (e.g. arms = "baseline,gan")',
+           "synthetic_length": "synthetic_pool (synthetic words cached per source)"}
 
 
 class BenchmarkError(ValueError):
@@ -97,6 +123,9 @@ def load_settings(path: str | os.PathLike) -> tuple[dict, dict]:
     [augment] tables are merged over the recognizer config it names."""
     path = Path(path)
     raw = load_config(path)
+    for old, new in RENAMED.items():
+        if old in raw:
+            raise BenchmarkError(f"{path}: the key '{old}' was replaced by {new}")
     tables = {k: raw.pop(k) for k in RECOGNIZER_TABLES if k in raw}
     settings = merge(DEFAULTS, raw, str(path))
     rec_path = (path.parent / settings["recognizer"]).resolve()
@@ -105,22 +134,34 @@ def load_settings(path: str | os.PathLike) -> tuple[dict, dict]:
     return settings, config
 
 
+def parse_arms(value: str | list[str]) -> list[str]:
+    """The arms of a comma list (or a list), in ARMS order, the baseline added if missing."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(a).strip() for a in items if str(a).strip()]
+    unknown = [a for a in names if a not in ARM_SOURCES]
+    if unknown or not names:
+        what = f"unknown arm {unknown[0]!r}" if unknown else "no arm given"
+        raise BenchmarkError(f"--arms: {what}; allowed arms: {', '.join(ARMS)} (a comma list, e.g. "
+                             "--arms baseline,fonts,gan)")
+    return [a for a in ARMS if a in names or a == "baseline"]
+
+
 def check_settings(s: dict, config: dict) -> None:
-    if s["synthetic_source"] not in SOURCES:
-        raise BenchmarkError(f"--synthetic-source must be one of {', '.join(SOURCES)}, got {s['synthetic_source']!r}")
+    """Checks `s` and normalises s["arms"] to a list of ARMS."""
+    s["arms"] = parse_arms(s["arms"])
     if s["regime"] not in REGIMES:
         raise BenchmarkError(f"--regime must be one of {', '.join(REGIMES)}, got {s['regime']!r}")
     if s["evaluate"] not in ("best", "last"):
         raise BenchmarkError(f"evaluate must be 'best' or 'last', got {s['evaluate']!r}")
-    for key in ("steps", "seeds", "writers", "eval_batch_size", "bootstrap"):
+    for key in ("steps", "seeds", "writers", "eval_batch_size", "bootstrap", "synthetic_pool"):
         if int(s[key]) < 1:
             raise BenchmarkError(f"--{key.replace('_', '-')} must be at least 1, got {s[key]}")
-    if s["synthetic_source"] == "none":
+    if s["arms"] == ["baseline"]:
         return
     ratio, batch = float(s["synthetic_ratio"]), config["train"]["batch_size"]
     if not 0 < ratio < 1:
         raise BenchmarkError(f"--synthetic-ratio is the synthetic fraction of each batch, in (0, 1); got {ratio} "
-                             "(the baseline arm is ratio 0; --synthetic-source none runs it alone)")
+                             "(the baseline arm is ratio 0; --arms baseline runs it alone)")
     if not 1 <= round(ratio * batch) < batch:
         raise BenchmarkError(f"--synthetic-ratio {ratio} x batch size {batch} leaves "
                              f"{round(ratio * batch)} synthetic samples per batch; need between 1 and {batch - 1}")
@@ -226,84 +267,7 @@ def check_unseen(test: LmdbWordDataset, others: list[LmdbWordDataset | None]) ->
                                  f"{', ...' if len(shared) > 5 else ''}): the test writers must be unseen")
 
 
-# -- synthetic source -----------------------------------------------------------------------
-
-@dataclass
-class Source:
-    """Where the synthetic arm's words come from."""
-    kind: str  # gan | fonts
-    ratio: float
-    generator: Path | None = None
-    sha256: str | None = None
-    fonts: list[str] | None = None
-    lexicon: str | None = None  # --lexicon, else the words of the regime's training labels
-    alphabet: Alphabet | None = None  # the generator's: words it cannot write are left out
-
-    @property
-    def arm(self) -> str:
-        tag = f"gan-{self.sha256[:12]}" if self.kind == "gan" else self.kind
-        return f"{tag}-r{self.ratio:g}"
-
-    @property
-    def label(self) -> str:
-        what = "GAN" if self.kind == "gan" else "fonts"
-        return f"real + {what} ({self.ratio:.0%} of each batch)"
-
-    def describe(self) -> dict:
-        return {"source": self.kind, "ratio": self.ratio, "generator": str(self.generator) if self.generator else None,
-                "generator_sha256": self.sha256, "fonts": self.fonts,
-                "lexicon": self.lexicon or "words of the regime's training labels"}
-
-    def dataset(self, words: list[str], length: int, seed: int, height: int, device: str) -> Dataset:
-        if self.kind == "gan":
-            from htr_augment.synthetic import SyntheticWordDataset
-            # A path, not the loaded generator: DataLoader workers reload it instead of unpickling weights.
-            return SyntheticWordDataset(str(self.generator), words, length=length, seed=seed, height=height,
-                                        device=device)
-        from htr_augment.fonts import FontWordDataset
-        return FontWordDataset(words, length=length, seed=seed, height=height)
-
-
-def make_source(kind: str, ratio: float, generator: str | None, lexicon: str | None,
-                alternatives: str = ", or use --synthetic-source fonts or none") -> Source | None:
-    """The synthetic source, checked before any training starts (weights exist and load, fonts are installed)."""
-    if kind == "none":
-        return None
-    if kind == "fonts":
-        from htr_augment.fonts import find_fonts
-        fonts = find_fonts()
-        if not fonts:
-            raise BenchmarkError("--synthetic-source fonts: no handwriting font installed "
-                                 "(pip install fontpkg-caveat fontpkg-kalam fontpkg-indie-flower)")
-        return Source("fonts", ratio, fonts=[p.name for p in fonts], lexicon=lexicon)
-    from htr_augment.gan import word_generator
-    path = Path(generator) if generator else word_generator.PACKAGE_WEIGHTS
-    if not path.is_file():
-        if generator:
-            raise BenchmarkError(f"{path}: no generator checkpoint there (--generator)")
-        raise BenchmarkError(f"no generator weights are shipped in the package yet ({path}): pass --generator CKPT "
-                             f"(trained with python -m htr_augment.gan.train){alternatives}")
-    gen = word_generator.WordGenerator.load(path)  # CheckpointError naming the file if it is not a GAN checkpoint
-    return Source("gan", ratio, generator=path.resolve(), sha256=file_sha256(path), lexicon=lexicon,
-                  alphabet=gen.alphabet)
-
-
-def synthetic_words(source: Source, real: LmdbWordDataset, alphabet: Alphabet) -> list[str]:
-    """The lexicon, restricted to words the recognizer's alphabet (it must learn them) and the
-    generator's can write."""
-    words = set(load_lexicon(source.lexicon) if source.lexicon else (w for t in real.texts for w in t.split()))
-    writable = [alphabet] + ([source.alphabet] if source.alphabet else [])
-    usable = sorted(w for w in words if not any(a.missing(w) for a in writable))
-    if len(usable) < len(words):
-        log.warning("synthetic lexicon: %d of %d words have characters outside the recognizer's or the generator's "
-                    "alphabet; left out", len(words) - len(usable), len(words))
-    if not usable:
-        raise BenchmarkError(f"no word of the synthetic lexicon ({source.lexicon or 'training labels'}) can be "
-                             "written with both the recognizer's and the generator's alphabets")
-    return usable
-
-
-# -- one run --------------------------------------------------------------------------------
+# -- shared state -----------------------------------------------------------------------------
 
 def _write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -340,24 +304,191 @@ class Regime:
     writers: list[str] | None  # the low-resource selection
 
 
-def run_one(ctx: Context, regime: Regime, source: Source | None, seed: int, words: list[str] | None) -> dict:
-    """Train (or resume, or skip) and test one arm at one seed; returns its result.json record."""
-    s = ctx.settings
-    arm = source.arm if source else "baseline"
-    run_dir = ctx.out / "runs" / regime.name / arm / f"seed{seed}"
-    config = copy.deepcopy(ctx.config)
-    config["train"].update(seed=seed, max_steps=int(s["steps"]))
-    fingerprint = _canonical({
+# -- synthetic sources, arms and their cached words ------------------------------------------
+
+@dataclass
+class Source:
+    """Where a synthetic arm's words come from."""
+    kind: str  # gan | fonts
+    generator: Path | None = None
+    sha256: str | None = None
+    fonts: list[str] | None = None
+    lexicon: str | None = None  # --lexicon, else the words of the regime's training labels
+    alphabet: Alphabet | None = None  # the generator's: words it cannot write are left out
+    credit: str = ""  # of the data the generator was trained on
+
+    @property
+    def tag(self) -> str:
+        return f"gan-{self.sha256[:12]}" if self.kind == "gan" else self.kind
+
+    def describe(self) -> dict:
+        return {"source": self.kind, "generator": str(self.generator) if self.generator else None,
+                "generator_sha256": self.sha256, "fonts": self.fonts,
+                "lexicon": self.lexicon or "words of the regime's training labels"}
+
+    def dataset(self, words: list[str], length: int, seed: int, height: int, device: str) -> Dataset:
+        if self.kind == "gan":
+            from htr_augment.synthetic import SyntheticWordDataset
+            # A path, not the loaded generator: DataLoader workers reload it instead of unpickling weights.
+            return SyntheticWordDataset(str(self.generator), words, length=length, seed=seed, height=height,
+                                        device=device)
+        from htr_augment.fonts import FontWordDataset
+        return FontWordDataset(words, length=length, seed=seed, height=height)
+
+
+def make_source(kind: str, generator: str | None, lexicon: str | None,
+                alternatives: str = ", or leave the gan arms out (--arms baseline,fonts)") -> Source:
+    """A synthetic source, checked before any training starts (weights exist and load, fonts are installed)."""
+    if kind == "fonts":
+        from htr_augment.fonts import find_fonts
+        fonts = find_fonts()
+        if not fonts:
+            raise BenchmarkError("the fonts arms: no handwriting font installed "
+                                 "(pip install fontpkg-caveat fontpkg-kalam fontpkg-indie-flower)")
+        return Source("fonts", fonts=[p.name for p in fonts], lexicon=lexicon)
+    if kind != "gan":
+        raise BenchmarkError(f"unknown synthetic source {kind!r} (gan or fonts)")
+    from htr_augment.gan import word_generator
+    path = Path(generator) if generator else word_generator.PACKAGE_WEIGHTS
+    if not path.is_file():
+        if generator:
+            raise BenchmarkError(f"{path}: no generator checkpoint there (--generator)")
+        raise BenchmarkError(f"no generator weights are shipped in the package yet ({path}): pass --generator CKPT "
+                             f"(trained with python -m htr_augment.gan.train){alternatives}")
+    gen = word_generator.WordGenerator.load(path)  # CheckpointError naming the file if it is not a GAN checkpoint
+    return Source("gan", generator=path.resolve(), sha256=file_sha256(path), lexicon=lexicon,
+                  alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "")
+
+
+def synthetic_words(source: Source, real: LmdbWordDataset, alphabet: Alphabet) -> list[str]:
+    """The lexicon, restricted to words the recognizer's alphabet (it must learn them) and the
+    generator's can write."""
+    words = set(load_lexicon(source.lexicon) if source.lexicon else (w for t in real.texts for w in t.split()))
+    writable = [alphabet] + ([source.alphabet] if source.alphabet else [])
+    usable = sorted(w for w in words if not any(a.missing(w) for a in writable))
+    if len(usable) < len(words):
+        log.warning("synthetic lexicon (%s): %d of %d words have characters outside the recognizer's or the "
+                    "generator's alphabet; left out", source.kind, len(words) - len(usable), len(words))
+    if not usable:
+        alphabets = "the recognizer's and the generator's alphabets" if source.alphabet else "the recognizer's alphabet"
+        raise BenchmarkError(f"no word of the synthetic lexicon ({source.lexicon or 'training labels'}) can be "
+                             f"written with {alphabets} ({source.kind} arms)")
+    return usable
+
+
+@dataclass
+class Arm:
+    name: str  # one of ARMS
+    sources: tuple[Source, ...]  # none for the baseline
+    ratio: float  # synthetic fraction of each batch (0 for the baseline)
+    pool: int  # cached words per source
+    pool_seed: int
+
+    @property
+    def dirname(self) -> str:
+        """The run folder: a changed source, ratio or pool gets its own; the baseline is one for all."""
+        if not self.sources:
+            return "baseline"
+        seed = f"s{self.pool_seed}" if self.pool_seed else ""
+        return f"{'+'.join(s.tag for s in self.sources)}-r{self.ratio:g}-pool{self.pool}{seed}"
+
+    @property
+    def label(self) -> str:
+        if not self.sources:
+            return "real only"
+        what = {"fonts": "fonts", "gan": "GAN", "gan+fonts": "GAN + fonts"}[self.name]
+        half = ", half from each" if len(self.sources) > 1 else ""
+        return f"real + {what} ({self.ratio:.0%} of each batch{half})"
+
+
+def make_arms(settings: dict, generator: str | None, lexicon: str | None) -> tuple[list[Arm], dict[str, Source]]:
+    """The arms of settings["arms"] and the sources they need, each source checked once."""
+    kinds = [k for k in ("gan", "fonts") if any(k in ARM_SOURCES[a] for a in settings["arms"])]
+    sources = {k: make_source(k, generator, lexicon) for k in kinds}
+    ratio, pool = float(settings["synthetic_ratio"]), int(settings["synthetic_pool"])
+    arms = [Arm(a, tuple(sources[k] for k in ARM_SOURCES[a]), ratio if ARM_SOURCES[a] else 0.0, pool,
+                int(settings["synthetic_seed"])) for a in settings["arms"]]
+    return arms, sources
+
+
+@dataclass
+class Pool:
+    """One source's cached words for one regime's lexicon."""
+    source: Source
+    cache: WordCache
+    lexicon_words: int
+    dataset: LmdbWordDataset
+
+    def describe(self, out: Path) -> dict:
+        return {"source": self.source.kind, "path": _relative(self.cache.path, out), "key": self.cache.key,
+                "sha256": self.cache.digest, "words": self.cache.words, "lexicon_words": self.lexicon_words,
+                "build_s": self.cache.build_s, "reused": self.cache.reused}
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def pool_key(source: Source, words: list[str], settings: dict, height: int) -> dict:
+    """What the cached words depend on: the generator by content, not by path."""
+    return {"source": source.kind, "generator_sha256": source.sha256, "fonts": source.fonts,
+            "lexicon_sha256": _sha256_text("\n".join(words)), "count": int(settings["synthetic_pool"]),
+            "seed": int(settings["synthetic_seed"]), "height": height}
+
+
+def build_pool(ctx: Context, regime: Regime, source: Source) -> Pool:
+    """The regime's cached words of `source`: built once under OUT/cache, reused by every seed, arm and rerun."""
+    s, height = ctx.settings, ctx.config["data"]["height"]
+    words = synthetic_words(source, regime.real, ctx.alphabet)
+    key = pool_key(source, words, s, height)
+    # A GAN on a GPU generates fastest in this process; on a CPU, in the training's DataLoader workers.
+    on_gpu = source.kind == "gan" and ctx.device.type == "cuda"
+    workers = 0 if on_gpu else ctx.config["train"]["num_workers"]
+    device = str(ctx.device) if on_gpu else "cpu"
+    cache = cached_words(lambda: source.dataset(words, key["count"], key["seed"], height, device), key,
+                         ctx.out / "cache", prefix=source.kind, num_workers=workers, progress=ctx.progress,
+                         description=f"benchmarks.run synthetic words: {source.describe()}", credit=source.credit)
+    return Pool(source, cache, len(words), LmdbWordDataset(cache.path, height=height, alphabet=ctx.alphabet))
+
+
+def arm_dataset(arm: Arm, pools: dict[str, Pool]) -> Dataset:
+    """What the arm mixes in: nothing, one source's cached words, or two interleaved (even index: the first)."""
+    parts = [pools[s.kind].dataset for s in arm.sources]
+    if not parts:
+        return []
+    return parts[0] if len(parts) == 1 else InterleavedDataset(*parts)
+
+
+def write_grid(dataset: Dataset, path: Path, count: int = GRID_WORDS) -> Path:
+    """A PNG of the first `count` synthetic words an arm mixes in, with their labels."""
+    from recognizer.segment import render_grid
+    words = [(to_uint8(s.image), s.text) for s in (dataset[i] for i in range(min(count, len(dataset))))]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_atomic(path, encode_png(render_grid(words, columns=4)))
+
+
+# -- one run --------------------------------------------------------------------------------
+
+def run_fingerprint(ctx: Context, regime: Regime, arm: Arm, pools: dict[str, Pool], config: dict) -> dict:
+    """What a run's result depends on; a finished run with another fingerprint is never reused.
+    The baseline's has no synthetic part, so every arm (and every earlier invocation) shares it."""
+    return _canonical({
         "recognizer": {sec: {k: v for k, v in tab.items() if not (sec == "train" and k in RUNTIME_KEYS)}
                        for sec, tab in config.items()},
         "train_data": lmdb_identity(ctx.splits.train), "writers": regime.writers,
         "val_data": lmdb_identity(ctx.splits.val), "test_data": lmdb_identity(ctx.splits.test),
-        "evaluate": s["evaluate"], "alphabet": ctx.alphabet.chars,
-        # The generator by content, not by path: a moved checkpoint is still the same arm.
-        "synthetic": None if source is None else {
-            "source": source.kind, "ratio": source.ratio, "generator_sha256": source.sha256, "fonts": source.fonts,
-            "length": int(s["synthetic_length"]), "lexicon_sha256": _sha256_text("\n".join(words))},
+        "evaluate": ctx.settings["evaluate"], "alphabet": ctx.alphabet.chars,
+        # The cached words by their key (generator by content, lexicon by hash), not by path.
+        "synthetic": None if not arm.sources else {
+            "arm": arm.name, "ratio": arm.ratio, "pools": [pools[s.kind].cache.key for s in arm.sources]},
     })
+
+
+def _finished_run(run_dir: Path, fingerprint: dict) -> dict | None:
+    """The record of a finished run (None if there is none); refuses a folder of other settings."""
     done = run_dir / "result.json"
     if done.is_file():
         record = json.loads(done.read_text(encoding="utf-8"))
@@ -371,17 +502,25 @@ def run_one(ctx: Context, regime: Regime, source: Source | None, seed: int, word
         raise BenchmarkError(f"{run_dir} holds an unfinished run with other settings; "
                              "remove it or choose another --out")
     _write_json(started, fingerprint)
+    return None
+
+
+def run_one(ctx: Context, regime: Regime, arm: Arm, seed: int, pools: dict[str, Pool]) -> dict:
+    """Train (or resume, or skip) and test one arm at one seed; returns its result.json record."""
+    s = ctx.settings
+    run_dir = ctx.out / "runs" / regime.name / arm.dirname / f"seed{seed}"
+    config = copy.deepcopy(ctx.config)
+    config["train"].update(seed=seed, max_steps=int(s["steps"]))
+    fingerprint = run_fingerprint(ctx, regime, arm, pools, config)
+    finished = _finished_run(run_dir, fingerprint)
+    if finished is not None:
+        return finished
 
     tc = config["train"]
-    synth: Dataset = []  # the baseline: the same sampler at ratio 0, so the real order matches the other arm
-    if source is not None:
-        length = int(s["synthetic_length"]) or 10 * len(regime.real)
-        # The generator runs in DataLoader workers when there are any (forked: CPU only).
-        gen_device = "cpu" if tc["num_workers"] > 0 else str(ctx.device)
-        synth = source.dataset(words, length, seed, config["data"]["height"], gen_device)
-    mixed = MixedDataset(regime.real, synth)
-    sampler = MixingBatchSampler(mixed, tc["batch_size"], source.ratio if source else 0.0, seed=seed)
-    log.info("%s: training %s, %d steps", run_dir, source.label if source else "real only", tc["max_steps"])
+    # The baseline: the same sampler at ratio 0, so the real order matches the other arms.
+    mixed = MixedDataset(regime.real, arm_dataset(arm, pools))
+    sampler = MixingBatchSampler(mixed, tc["batch_size"], arm.ratio, seed=seed)
+    log.info("%s: training %s, %d steps", run_dir, arm.label, tc["max_steps"])
     timing_path = run_dir / "timing.json"
     timing = json.loads(timing_path.read_text(encoding="utf-8")) if timing_path.is_file() \
         else {"train_s": 0.0, "sessions": 0}
@@ -401,8 +540,8 @@ def run_one(ctx: Context, regime: Regime, source: Source | None, seed: int, word
                   bootstrap=int(s["bootstrap"]), checkpoint=str(ckpt), progress=ctx.progress)
     write_report(ev, run_dir / "test")  # the full per-run report; test/samples.csv has every sample
     record = {
-        "fingerprint": fingerprint, "regime": regime.kind, "arm": arm, "seed": seed, "dir": str(run_dir),
-        "steps": result.step, "checkpoint": str(ckpt), "train_wall_s": timing["train_s"],
+        "fingerprint": fingerprint, "regime": regime.kind, "arm": arm.name, "arm_dir": arm.dirname, "seed": seed,
+        "dir": str(run_dir), "steps": result.step, "checkpoint": str(ckpt), "train_wall_s": timing["train_s"],
         "train_sessions": timing["sessions"], "eval_wall_s": time.perf_counter() - t1,
         "real_train_samples": len(regime.real), "test_samples": len(ev.samples),
         "cer": ev.cer, "wer": ev.wer,
@@ -410,30 +549,42 @@ def run_one(ctx: Context, regime: Regime, source: Source | None, seed: int, word
         "per_sample": {"char_errors": [x.char_errors for x in ev.samples], "chars": [x.length for x in ev.samples],
                        "word_errors": [x.word_errors for x in ev.samples], "words": [x.words for x in ev.samples]},
     }
-    _write_json(done, record)  # last: its presence marks the run finished
+    _write_json(run_dir / "result.json", record)  # last: its presence marks the run finished
     log.info("%s: test CER %.4f, WER %.4f", run_dir, ev.cer, ev.wer)
     return {**record, "skipped": False}
 
 
 # -- aggregation ----------------------------------------------------------------------------
+#
+# report.json (rates are fractions; *_diff_mean = the arm minus the arm compared with, averaged over seeds):
+#   protocol   {arms, recognizer_config, steps, batch_size, seeds, evaluated_checkpoint, device, metric, bootstrap}
+#   data       {origin, train, val, test: {path, samples, writers}, credit}
+#   synthetic  {ratio, pool, pool_seed, lexicon, generator, generator_sha256, sources: {gan|fonts: {...}}}
+#   cache      {dir, caches, built_this_run, build_s_this_run, build_s_all}
+#   regimes[REGIME] = {kind, dir, writer_ids, real_train_samples, real_train_writers, lexicon_words: {SOURCE: n},
+#       pools: {SOURCE: {source, path, key, sha256, words, lexicon_words, build_s, reused}},
+#       grids: {ARM: PNG path relative to OUT},
+#       arms[ARM] = {label, ratio, sources, dir, cer: {mean, std, per_seed: {SEED: rate}}, wer: {...},
+#           vs_baseline, vs_fonts: null or {against, cer_diff_mean, ci95 (of the CER difference),
+#               cer_relative_change, cer_reference, wer_diff_mean, wer_ci95, wer_relative_change,
+#               wer_reference, seeds_paired},
+#           steps, wall_s (mean per run, training + test), wall_s_total, synthetic_per_batch,
+#           synthetic_words (distinct cached words it mixes in), runs: [{seed, dir, ..., skipped}]}}
 
 METRICS = (("cer", "char_errors", "chars"), ("wer", "word_errors", "words"))
+BOOTSTRAP_METHOD = ("paired percentile bootstrap over test samples (same resample for both arms and every seed), "
+                    "difference averaged over seeds")
 
 
-def _stats(values: list[float]) -> dict:
+def _stats(records: list[dict], metric: str) -> dict:
+    values = [r[metric] for r in records]
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "values": values}
-
-
-def summarize_arm(label: str, ratio: float, records: list[dict]) -> dict:
-    return {"label": label, "ratio": ratio, "cer": _stats([r["cer"] for r in records]),
-            "wer": _stats([r["wer"] for r in records]),
-            "runs": [{k: r[k] for k in ("seed", "dir", "steps", "checkpoint", "train_wall_s", "eval_wall_s",
-                                         "train_sessions", "cer", "wer", "skipped")} for r in records]}
+            "per_seed": {str(r["seed"]): r[metric] for r in records}}
 
 
 def compare(baseline: list[dict], synthetic: list[dict], resamples: int, seed: int = 0) -> dict:
-    """Synthetic minus baseline, seed by seed on the same test samples, averaged over seeds.
+    """`synthetic` minus `baseline` (any two arms: the second minus the first), seed by seed on the
+    same test samples, averaged over seeds.
 
     The paired bootstrap draws test samples once per resample for both arms and every seed.
     Every run shares the test set, so the seed-averaged difference of corpus rates on a
@@ -453,86 +604,44 @@ def compare(baseline: list[dict], synthetic: list[dict], resamples: int, seed: i
         lo, hi = bootstrap_ci(d, n, resamples, seed)
         out[metric] = {"baseline": base, "synthetic": statistics.fmean(s[metric] for _, s in pairs),
                        "difference": diff, "relative_change": diff / base if base else None, "ci95": [lo, hi]}
-    out["bootstrap"] = {"method": "paired percentile bootstrap over test samples (same resample for both arms "
-                                  "and every seed), difference averaged over seeds",
-                        "level": 0.95, "resamples": resamples, "seed": seed, "seeds_paired": len(pairs)}
+    out["bootstrap"] = {"method": BOOTSTRAP_METHOD, "level": 0.95, "resamples": resamples, "seed": seed,
+                        "seeds_paired": len(pairs)}
     return out
 
 
-# -- report -----------------------------------------------------------------------------------
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"
-
-
-def _pts(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:+.2f} pts"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+def versus(reference: str, ref_records: list[dict], records: list[dict], resamples: int) -> dict:
+    """An arm against a reference arm, flattened from `compare`: ci95 is the CER difference's."""
+    c = compare(ref_records, records, resamples)
+    return {"against": reference, "cer_diff_mean": c["cer"]["difference"], "ci95": c["cer"]["ci95"],
+            "cer_relative_change": c["cer"]["relative_change"], "cer_reference": c["cer"]["baseline"],
+            "wer_diff_mean": c["wer"]["difference"], "wer_ci95": c["wer"]["ci95"],
+            "wer_relative_change": c["wer"]["relative_change"], "wer_reference": c["wer"]["baseline"],
+            "seeds_paired": c["bootstrap"]["seeds_paired"]}
 
 
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+def summarize_arm(arm: Arm, records: list[dict], pools: dict[str, Pool], batch_size: int) -> dict:
+    walls = [r["train_wall_s"] + r["eval_wall_s"] for r in records]
+    steps = sorted({r["steps"] for r in records})
+    return {"label": arm.label, "ratio": arm.ratio, "sources": [s.kind for s in arm.sources],
+            "dir": arm.dirname, "cer": _stats(records, "cer"), "wer": _stats(records, "wer"),
+            "vs_baseline": None, "vs_fonts": None,
+            "steps": steps[0] if len(steps) == 1 else steps, "wall_s": statistics.fmean(walls),
+            "wall_s_total": sum(walls), "synthetic_per_batch": round(arm.ratio * batch_size),
+            "synthetic_words": len(arm_dataset(arm, pools)),
+            "runs": [{k: r[k] for k in ("seed", "dir", "steps", "checkpoint", "train_wall_s", "eval_wall_s",
+                                         "train_sessions", "cer", "wer", "skipped")} for r in records]}
 
 
-def _arm_row(arm: dict) -> str:
-    cells = []
-    for m in ("cer", "wer"):
-        st = arm[m]
-        cells.append(f"{_pct(st['mean'])} ± {100 * st['std']:.2f}" if st["std"] is not None
-                     else f"{_pct(st['mean'])} (one seed)")
-    wall = statistics.fmean(r["train_wall_s"] + r["eval_wall_s"] for r in arm["runs"])
-    steps = ", ".join(sorted({str(r["steps"]) for r in arm["runs"]}))
-    return f"| {arm['label']} | {cells[0]} | {cells[1]} | {len(arm['runs'])} | {steps} | {_minutes(wall)} |"
-
-
-def markdown(rep: dict) -> str:
-    p, d, syn = rep["protocol"], rep["data"], rep["synthetic"]
-    lines = ["# Synthetic-data benchmark", ""]
-    if syn is None:
-        lines.append("Synthetic source: none (baseline arm only).")
-    elif syn["source"] == "gan":
-        lines.append(f"Synthetic source: GAN `{syn['generator']}` (SHA-256 `{syn['generator_sha256']}`), "
-                     f"{syn['ratio']:.0%} of each batch; lexicon: {syn['lexicon']}.")
-    else:
-        lines.append(f"Synthetic source: handwriting fonts ({', '.join(syn['fonts'])}), {syn['ratio']:.0%} of each "
-                     f"batch; lexicon: {syn['lexicon']}.")
-    lines += [f"Recognizer `{p['recognizer_config']}`, {p['steps']} steps of batch {p['batch_size']} per run, "
-              f"seeds {', '.join(map(str, p['seeds']))}; tested checkpoint: {p['evaluated_checkpoint']}; "
-              f"device {p['device']}.",
-              f"Test: {_count(d['test']['samples'], 'sample')} from {_count(d['test']['writers'], 'writer')} unseen "
-              f"in training (`{d['test']['path']}`); validation: "
-              + (f"{_count(d['val']['samples'], 'sample')} from {_count(d['val']['writers'], 'writer')}."
-                 if d["val"] else "none."),
-              f"Metrics: {p['metric']}.", ""]
-    for reg in rep["regimes"].values():
-        title = "Low-resource" if reg["kind"] == "low" else "Full"
-        lines += [f"## {title}: {_count(reg['real_train_writers'], 'training writer')}, "
-                  f"{_count(reg['real_train_samples'], 'real training sample')}", "",
-                  "| arm | CER (mean ± std, pts) | WER (mean ± std, pts) | runs | steps | wall time / run |",
-                  "|---|---|---|---|---|---|"]
-        lines += [_arm_row(arm) for arm in reg["arms"].values()]
-        cmp_ = reg.get("comparison")
-        if cmp_:
-            cells = []
-            for m in ("cer", "wer"):
-                c = cmp_[m]
-                rel = "n/a" if c["relative_change"] is None else f"{100 * c['relative_change']:+.1f}%"
-                cells.append(f"{_pts(c['difference'])} ({rel}), 95% CI [{_pts(c['ci95'][0])}, {_pts(c['ci95'][1])}]")
-            lines.append(f"| **synthetic − baseline** | {cells[0]} | {cells[1]} | | | |")
-        if reg["writer_ids"]:
-            lines += ["", f"Writers kept: {', '.join(reg['writer_ids'])}."]
-        if reg.get("lexicon_words"):
-            lines += ["", f"Synthetic lexicon: {reg['lexicon_words']} words."]
-        lines.append("")
-    if any(r.get("comparison") for r in rep["regimes"].values()):
-        b = next(r["comparison"]["bootstrap"] for r in rep["regimes"].values() if r.get("comparison"))
-        lines += [f"Intervals: {b['method']}; {b['resamples']} resamples, seed {b['seed']}. Negative = fewer errors "
-                  "with synthetic data.", ""]
-    lines += [d["credit"] or f"Data: {d['origin']} (no credit recorded in its LMDB meta)", ""]
-    return "\n".join(lines)
+def summarize_regime(arms: list[Arm], records: dict[str, list[dict]], pools: dict[str, Pool], batch_size: int,
+                     resamples: int) -> dict[str, dict]:
+    """Every arm's summary, with its paired comparison against the baseline and the fonts arm."""
+    out = {}
+    for arm in arms:
+        entry = out[arm.name] = summarize_arm(arm, records[arm.name], pools, batch_size)
+        for ref in ("baseline", "fonts"):
+            if arm.sources and arm.name != ref and ref in records:
+                entry[f"vs_{ref}"] = versus(ref, records[ref], records[arm.name], resamples)
+    return out
 
 
 def _dataset_info(ds: LmdbWordDataset | None) -> dict | None:
@@ -541,60 +650,70 @@ def _dataset_info(ds: LmdbWordDataset | None) -> dict | None:
     return {"path": ds.path, "samples": len(ds), "writers": len(set(ds.writers) - {""})}
 
 
-# -- command line -----------------------------------------------------------------------------
+# -- the benchmark ------------------------------------------------------------------------------
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(DEFAULT_CONFIG),
-                   help="benchmark TOML: configs/benchmark/cpu.toml (default; under an hour on 2 CPU cores for "
-                        "one seed) or gpu.toml (the full study). Flags below override it")
-    p.add_argument("--synthetic-ratio", type=float, metavar="R", help="synthetic fraction of each batch in the "
-                   "synthetic arm, in (0, 1) (config default 0.5)")
-    p.add_argument("--synthetic-source", choices=SOURCES,
-                   help="gan: SyntheticWordDataset; fonts: FontWordDataset (the naive baseline); none: baseline only")
-    p.add_argument("--generator", metavar="CKPT", help="GAN checkpoint (default: the weights shipped in the package)")
-    p.add_argument("--lexicon", metavar="FILE", help="words to synthesise: text file (one per line) or LMDB "
-                   "(default: the words of the regime's training labels)")
-    p.add_argument("--seeds", type=int, metavar="N", help="runs per arm, seeds train.seed .. train.seed + N - 1")
-    p.add_argument("--steps", type=int, help="optimizer steps per run (both arms)")
-    p.add_argument("--regime", choices=REGIMES, help="low: K training writers; full: all of them; both")
-    p.add_argument("--writers", type=int, metavar="K", help="training writers kept in the low-resource regime")
-    p.add_argument("--writer-seed", type=int, help="seed of the low-resource writer draw")
-    p.add_argument("--data", metavar="DIR", help="a folder of train.lmdb, test.lmdb [, val.lmdb] (e.g. word LMDBs "
-                   f"from recognizer.segment), or a TSV dataset with a split column (default {DEFAULT_DATA}; its "
-                   "LMDBs are built once into OUT/data)")
-    p.add_argument("--out", help="benchmark folder (default runs/benchmark/<config name>): runs/, data/, "
-                   "report.json, report.md")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's; auto = cuda if available)")
-    p.add_argument("--num-workers", type=int, help="DataLoader workers per run (overrides train.num_workers)")
-    p.add_argument("--bootstrap", type=int, help="resamples of the paired bootstrap")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+def make_regimes(ctx: Context, full: LmdbWordDataset) -> list[Regime]:
+    s, d = ctx.settings, ctx.config["data"]
+    regimes: list[Regime] = []
+    if s["regime"] in ("low", "both"):
+        chosen = select_writers(full.writers, int(s["writers"]), int(s["writer_seed"]))
+        real = LmdbWordDataset(ctx.splits.train, height=d["height"], alphabet=ctx.alphabet,
+                               min_length=d["min_length"], max_length=d["max_length"] or None, writers=chosen)
+        regimes.append(Regime(f"low-{len(chosen)}w-seed{s['writer_seed']}", "low", real, chosen))
+    if s["regime"] in ("full", "both"):
+        regimes.append(Regime("full", "full", full, None))
+    return regimes
 
 
-def _settings_from_args(args: argparse.Namespace) -> tuple[dict, dict]:
-    settings, config = load_settings(args.config)
-    for key in ("synthetic_ratio", "synthetic_source", "seeds", "steps", "regime", "writers", "writer_seed",
-                "device", "bootstrap"):
-        if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
-    if args.num_workers is not None:
-        config["train"]["num_workers"] = args.num_workers
-    check_settings(settings, config)
-    return settings, config
+def prepare_pools(ctx: Context, regime: Regime, arms: list[Arm], sources: dict[str, Source]
+                  ) -> tuple[dict[str, Pool], dict[str, str]]:
+    """The regime's cached words per source, and a grid image of each synthetic arm's words
+    (OUT/samples/REGIME-ARM.png, paths relative to OUT)."""
+    pools = {kind: build_pool(ctx, regime, source) for kind, source in sources.items()}
+    grids = {}
+    for arm in arms:
+        if arm.sources:
+            png = ctx.out / "samples" / f"{regime.kind}-{arm.name.replace('+', '-')}.png"
+            grids[arm.name] = _relative(write_grid(arm_dataset(arm, pools), png), ctx.out)
+    return pools, grids
 
 
-def out_dir(args: argparse.Namespace) -> Path:
-    return Path(args.out or Path("runs") / "benchmark" / Path(args.config).stem)
+def run_regime(ctx: Context, regime: Regime, arms: list[Arm], seeds: list[int], pools: dict[str, Pool],
+               grids: dict[str, str]) -> dict:
+    """Every arm at every seed (arms interleaved: an interruption leaves paired results behind)."""
+    records: dict[str, list[dict]] = {arm.name: [] for arm in arms}
+    for seed in seeds:
+        for arm in arms:
+            records[arm.name].append(run_one(ctx, regime, arm, seed, pools))
+    return {"kind": regime.kind, "dir": str(ctx.out / "runs" / regime.name), "writer_ids": regime.writers,
+            "real_train_samples": len(regime.real), "real_train_writers": len(set(regime.real.writers) - {""}),
+            "lexicon_words": {kind: pool.lexicon_words for kind, pool in pools.items()},
+            "pools": {kind: pool.describe(ctx.out) for kind, pool in pools.items()}, "grids": grids,
+            "arms": summarize_regime(arms, records, pools, ctx.config["train"]["batch_size"],
+                                     int(ctx.settings["bootstrap"]))}
+
+
+def cache_summary(out: Path, all_pools: list[dict[str, Pool]]) -> dict:
+    """Build time of the cached words, apart from the runs' (a cache shared by regimes counted once)."""
+    unique = {p.cache.digest: p.cache for pools in all_pools for p in pools.values()}
+    built = [c for c in unique.values() if not c.reused]
+    return {"dir": _relative(out / "cache", out), "caches": len(unique), "built_this_run": len(built),
+            "build_s_this_run": sum(c.build_s for c in built), "build_s_all": sum(c.build_s for c in unique.values())}
+
+
+def describe_synthetic(settings: dict, sources: dict[str, Source], lexicon: str | None) -> dict:
+    gan = sources.get("gan")
+    return {"ratio": float(settings["synthetic_ratio"]), "pool": int(settings["synthetic_pool"]),
+            "pool_seed": int(settings["synthetic_seed"]),
+            "lexicon": lexicon or "words of each regime's training labels",
+            "generator": str(gan.generator) if gan else None, "generator_sha256": gan.sha256 if gan else None,
+            "sources": {kind: src.describe() for kind, src in sources.items()}}
 
 
 def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
     settings, config = _settings_from_args(args)
     out = out_dir(args)
-    source = make_source(settings["synthetic_source"], float(settings["synthetic_ratio"]), args.generator,
-                         args.lexicon)
+    arms, sources = make_arms(settings, args.generator, args.lexicon)
     progress = not args.no_progress
     splits = resolve_data(args.data or DEFAULT_DATA, out / "data", progress)
     device = select_device(settings["device"])
@@ -604,34 +723,11 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
         raise BenchmarkError(f"{splits.test if len(test) == 0 else splits.train}: no usable sample")
     check_unseen(test, [full, val])
     ctx = Context(settings, config, out, device, alphabet, val, test, splits, progress)
-
-    regimes: list[Regime] = []
-    if settings["regime"] in ("low", "both"):
-        chosen = select_writers(full.writers, int(settings["writers"]), int(settings["writer_seed"]))
-        d = config["data"]
-        real = LmdbWordDataset(splits.train, height=d["height"], alphabet=alphabet, min_length=d["min_length"],
-                               max_length=d["max_length"] or None, writers=chosen)
-        regimes.append(Regime(f"low-{len(chosen)}w-seed{settings['writer_seed']}", "low", real, chosen))
-    if settings["regime"] in ("full", "both"):
-        regimes.append(Regime("full", "full", full, None))
-
+    regimes = make_regimes(ctx, full)
+    prepared = [prepare_pools(ctx, regime, arms, sources) for regime in regimes]  # every cache before any run
     seeds = [config["train"]["seed"] + i for i in range(int(settings["seeds"]))]
-    report_regimes = {}
-    for regime in regimes:
-        words = synthetic_words(source, regime.real, alphabet) if source else None
-        base, syn = [], []
-        for seed in seeds:  # arms interleaved: an interruption leaves paired results behind
-            base.append(run_one(ctx, regime, None, seed, None))
-            if source:
-                syn.append(run_one(ctx, regime, source, seed, words))
-        arms = {"baseline": summarize_arm("real only", 0.0, base)}
-        entry = {"kind": regime.kind, "dir": str(out / "runs" / regime.name), "writer_ids": regime.writers,
-                 "real_train_samples": len(regime.real), "real_train_writers": len(set(regime.real.writers) - {""}),
-                 "lexicon_words": len(words) if words else None, "arms": arms}
-        if source:
-            arms["synthetic"] = summarize_arm(source.label, source.ratio, syn)
-            entry["comparison"] = compare(base, syn, int(settings["bootstrap"]))
-        report_regimes[regime.kind] = entry
+    report_regimes = {regime.kind: run_regime(ctx, regime, arms, seeds, pools, grids)
+                      for regime, (pools, grids) in zip(regimes, prepared)}
 
     credit = data_credit(full.meta) or data_credit(test.meta)
     return {
@@ -639,17 +735,86 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m benchmarks.run", *argv]),
         "config": str(Path(args.config).resolve()),
-        "protocol": {"recognizer_config": settings["recognizer"], "steps": int(settings["steps"]),
-                     "batch_size": config["train"]["batch_size"], "seeds": seeds,
+        "protocol": {"arms": [arm.name for arm in arms], "recognizer_config": settings["recognizer"],
+                     "steps": int(settings["steps"]), "batch_size": config["train"]["batch_size"], "seeds": seeds,
                      "evaluated_checkpoint": "lowest validation CER" if settings["evaluate"] == "best" and val
                      else "last", "device": str(device),
                      "metric": "corpus CER / WER of htr_augment.metrics (exact, after Unicode NFC), greedy "
-                               "decoding; std over seeds (sample std); relative change = difference / baseline"},
+                               "decoding; std over seeds (sample std); relative change = difference / the "
+                               "mean of the arm compared with",
+                     "bootstrap": {"method": BOOTSTRAP_METHOD, "level": 0.95,
+                                   "resamples": int(settings["bootstrap"]), "seed": 0}},
         "data": {"origin": splits.origin, "train": _dataset_info(full), "val": _dataset_info(val),
                  "test": _dataset_info(test), "credit": credit},
-        "synthetic": source.describe() if source else None,
+        "synthetic": describe_synthetic(settings, sources, args.lexicon),
+        "cache": cache_summary(out, [pools for pools, _ in prepared]),
         "regimes": report_regimes,
     }
+
+
+# -- command line -----------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default=str(DEFAULT_CONFIG),
+                   help="benchmark TOML: configs/benchmark/cpu.toml (default; smoke scale on 2 CPU cores) or "
+                        "gpu.toml (the full study). Flags below override it")
+    p.add_argument("--arms", metavar="ARM,...", help=f"arms to run side by side, a comma list of {', '.join(ARMS)} "
+                   "(config default: all four; the baseline always runs)")
+    p.add_argument("--synthetic-source", choices=SOURCES,
+                   help="deprecated alias: --synthetic-source S is --arms baseline,S (none: --arms baseline)")
+    p.add_argument("--synthetic-ratio", type=float, metavar="R", help="synthetic fraction of each batch in every "
+                   "synthetic arm, in (0, 1) (config default 0.5)")
+    p.add_argument("--synthetic-pool", type=int, metavar="N", help="synthetic words cached per source under "
+                   "OUT/cache, shared by every seed and arm (config default 20000)")
+    p.add_argument("--generator", metavar="CKPT", help="GAN checkpoint of the gan arms (default: the weights shipped "
+                   "in the package)")
+    p.add_argument("--lexicon", metavar="FILE", help="words to synthesise: text file (one per line) or LMDB "
+                   "(default: the words of the regime's training labels)")
+    p.add_argument("--seeds", type=int, metavar="N", help="runs per arm, seeds train.seed .. train.seed + N - 1")
+    p.add_argument("--steps", type=int, help="optimizer steps per run (every arm)")
+    p.add_argument("--regime", choices=REGIMES, help="low: K training writers; full: all of them; both")
+    p.add_argument("--writers", type=int, metavar="K", help="training writers kept in the low-resource regime")
+    p.add_argument("--writer-seed", type=int, help="seed of the low-resource writer draw")
+    p.add_argument("--data", metavar="DIR", help="a folder of train.lmdb, test.lmdb [, val.lmdb] (e.g. word LMDBs "
+                   f"from recognizer.segment), or a TSV dataset with a split column (default {DEFAULT_DATA}; its "
+                   "LMDBs are built once into OUT/data)")
+    p.add_argument("--out", help="benchmark folder (default runs/benchmark/<config name>): runs/, data/, cache/, "
+                   "samples/, report.json, report.md, report.html")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the config's; auto = cuda if available)")
+    p.add_argument("--num-workers", type=int, help="DataLoader workers per run (overrides train.num_workers)")
+    p.add_argument("--bootstrap", type=int, help="resamples of the paired bootstrap")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def _arms_from_args(args: argparse.Namespace) -> str | None:
+    """--arms, or the deprecated --synthetic-source mapped onto it."""
+    if args.synthetic_source is None:
+        return args.arms
+    if args.arms is not None:
+        raise BenchmarkError("give --arms or the deprecated --synthetic-source, not both")
+    arms = "baseline" if args.synthetic_source == "none" else f"baseline,{args.synthetic_source}"
+    log.warning("--synthetic-source %s is deprecated: it means --arms %s", args.synthetic_source, arms)
+    return arms
+
+
+def _settings_from_args(args: argparse.Namespace) -> tuple[dict, dict]:
+    settings, config = load_settings(args.config)
+    overrides = {"arms": _arms_from_args(args)}
+    overrides.update({key: getattr(args, key) for key in ("synthetic_ratio", "synthetic_pool", "seeds", "steps",
+                                                          "regime", "writers", "writer_seed", "device", "bootstrap")})
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    if args.num_workers is not None:
+        config["train"]["num_workers"] = args.num_workers
+    check_settings(settings, config)
+    return settings, config
+
+
+def out_dir(args: argparse.Namespace) -> Path:
+    return Path(args.out or Path("runs") / "benchmark" / Path(args.config).stem)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -666,14 +831,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks.run: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\nbenchmarks.run: interrupted; rerun the same command to continue (finished runs are kept, "
-              "the current one resumes from its last checkpoint)", file=sys.stderr)
+        print("\nbenchmarks.run: interrupted; rerun the same command to continue (finished runs and cached words "
+              "are kept, the current run or cache resumes where it stopped)", file=sys.stderr)
         return 130
-    md = markdown(rep)
-    _write_json(out / "report.json", rep)
-    write_atomic(out / "report.md", md)
-    print(md)
-    print(f"wrote {out / 'report.json'} and {out / 'report.md'}", file=sys.stderr)
+    paths = write_reports(out, rep)
+    print(paths["md"].read_text(encoding="utf-8"))
+    print(f"wrote {paths['json']}, {paths['md']} and {paths['html']}", file=sys.stderr)
     return 0
 
 

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> dict:
     if not 0 < ratio < 1 or not 1 <= round(ratio * batch) < batch:
         raise BenchmarkError(f"--ratio {ratio} x batch size {batch}: need between 1 and {batch - 1} synthetic "
                              "samples per batch")
-    source = make_source("gan", ratio, args.generator, None, alternatives="")
+    source = make_source("gan", args.generator, None, alternatives="")
     cache = Path(args.cache or Path("runs") / "benchmark" / Path(args.config).stem / "data")
     splits = resolve_data(args.data or DEFAULT_DATA, cache, progress=False)
     height = config["data"]["height"]

@@ -1,5 +1,6 @@
 """benchmarks.run end to end on a tiny fixture (drawn words, fake writers, an untrained
-generator, 3 training steps), and FontWordDataset."""
+generator, 3 training steps, 40 cached synthetic words per source), the word cache, and
+FontWordDataset."""
 import csv
 import hashlib
 import json
@@ -12,12 +13,16 @@ import torch
 
 import benchmarks.run
 from benchmarks import synthetic_speed
-from benchmarks.run import REPO, check_settings, compare, load_settings, main, resolve_data, select_writers
+from benchmarks.run import (REPO, check_settings, compare, load_settings, main, parse_args, resolve_data,
+                            select_writers)
+from htr_augment import synthetic_cache
 from htr_augment.data import LmdbWordDataset
 from htr_augment.data.build_lmdb import BuildOptions, build
+from htr_augment.data.lmdb_format import partial_path
 from htr_augment.data.sources import read_gt
 from htr_augment.fonts import FontWordDataset
 from htr_augment.gan import word_generator
+from htr_augment.synthetic_cache import InterleavedDataset, cached_words
 from htr_augment.training import load_checkpoint
 
 from .conftest import write_gt
@@ -58,14 +63,36 @@ def generator(tmp_path_factory):
 
 def args(data, out, *extra):
     return ["--data", str(data), "--out", str(out), "--steps", "3", "--seeds", "1", "--writers", "2",
-            "--num-workers", "0", "--bootstrap", "200", "--device", "cpu", "--no-progress", *extra]
+            "--num-workers", "0", "--bootstrap", "200", "--device", "cpu", "--no-progress", "--synthetic-pool", "40",
+            *extra]
+
+
+class DatasetCalls:
+    """Counts how often a source's generating dataset is made: only when a cache is built."""
+
+    def __init__(self, monkeypatch):
+        self.kinds = []
+        make = benchmarks.run.Source.dataset
+
+        def counted(source, *a, **kw):
+            self.kinds.append(source.kind)
+            return make(source, *a, **kw)
+        monkeypatch.setattr(benchmarks.run.Source, "dataset", counted)
 
 
 @pytest.fixture(scope="module")
 def gan_run(data, generator, tmp_path_factory):
+    """Every arm (the config's default: baseline, fonts, gan, gan+fonts) in one run."""
     out = tmp_path_factory.mktemp("out")
-    assert main(args(data, out, "--generator", str(generator))) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        calls = DatasetCalls(mp)
+        assert main(args(data, out, "--generator", str(generator))) == 0
+    assert sorted(calls.kinds) == ["fonts", "fonts", "gan", "gan"]  # one cache per source and regime lexicon
     return out
+
+
+def report(out) -> dict:
+    return json.loads((out / "report.json").read_text(encoding="utf-8"))
 
 
 def rates(samples_csv) -> tuple[float, float]:
@@ -76,40 +103,72 @@ def rates(samples_csv) -> tuple[float, float]:
     return total("char_errors") / total("length"), total("word_errors") / total("words")
 
 
-def test_report_matches_the_per_sample_results(gan_run, generator):
-    rep = json.loads((gan_run / "report.json").read_text(encoding="utf-8"))
+def check_versus(v: dict, against: str, arm: dict, reference: dict) -> None:
+    """A vs_* entry: the paired difference of the two arms' per-sample results."""
+    assert v["against"] == against and v["seeds_paired"] == len(arm["runs"])
+    for metric, ci in (("cer", "ci95"), ("wer", "wer_ci95")):
+        diff = arm[metric]["mean"] - reference[metric]["mean"]
+        assert v[f"{metric}_diff_mean"] == pytest.approx(diff, abs=1e-12)
+        if reference[metric]["mean"]:
+            assert v[f"{metric}_relative_change"] == pytest.approx(diff / reference[metric]["mean"], abs=1e-12)
+        lo, hi = v[ci]
+        assert lo - 1e-12 <= diff <= hi + 1e-12
+
+
+def test_every_arm_side_by_side_in_one_report(gan_run, generator):
+    rep = report(gan_run)
     md = (gan_run / "report.md").read_text(encoding="utf-8")
-    assert set(rep["regimes"]) == {"low", "full"}
+    page = (gan_run / "report.html").read_text(encoding="utf-8")
+    assert set(rep["regimes"]) == {"low", "full"} and rep["protocol"]["arms"] == ["baseline", "fonts", "gan",
+                                                                                 "gan+fonts"]
     assert rep["synthetic"]["generator_sha256"] == hashlib.sha256(generator.read_bytes()).hexdigest()
+    assert rep["synthetic"]["generator_sha256"] in md
     assert rep["data"]["test"] == {"path": str(rep["data"]["test"]["path"]), "samples": 10, "writers": 2}
     for regime in rep["regimes"].values():
         arms = regime["arms"]
-        assert set(arms) == {"baseline", "synthetic"}
-        means = {}
+        assert list(arms) == ["baseline", "fonts", "gan", "gan+fonts"]
         for name, arm in arms.items():
             (run,) = arm["runs"]
-            assert run["steps"] == 3 and run["train_wall_s"] > 0
+            assert run["steps"] == arm["steps"] == 3 and run["train_wall_s"] > 0 and arm["wall_s"] > 0
             cer, wer = rates(f"{run['dir']}/test/samples.csv")
             assert arm["cer"]["mean"] == pytest.approx(cer, abs=1e-12)
             assert arm["wer"]["mean"] == pytest.approx(wer, abs=1e-12)
-            assert arm["cer"]["std"] is None  # one seed
-            means[name] = (cer, wer)
-        for i, metric in enumerate(("cer", "wer")):
-            c = regime["comparison"][metric]
-            diff = means["synthetic"][i] - means["baseline"][i]
-            assert c["difference"] == pytest.approx(diff, abs=1e-12)
-            if means["baseline"][i]:
-                assert c["relative_change"] == pytest.approx(diff / means["baseline"][i], abs=1e-12)
-            lo, hi = c["ci95"]
-            assert lo - 1e-12 <= diff <= hi + 1e-12
-        assert arms["synthetic"]["label"] in md and "real only" in md
+            assert arm["cer"]["std"] is None and arm["cer"]["per_seed"] == {"1": arm["cer"]["mean"]}  # one seed
+            assert arm["label"] in md and arm["label"] in page
+        assert arms["baseline"]["vs_baseline"] is None and arms["baseline"]["vs_fonts"] is None
+        assert arms["fonts"]["vs_fonts"] is None
+        for name in ("fonts", "gan", "gan+fonts"):
+            check_versus(arms[name]["vs_baseline"], "baseline", arms[name], arms["baseline"])
+        for name in ("gan", "gan+fonts"):
+            check_versus(arms[name]["vs_fonts"], "fonts", arms[name], arms["fonts"])
+        assert [arms[a]["synthetic_words"] for a in arms] == [0, 40, 40, 80]
+        assert [arms[a]["synthetic_per_batch"] for a in arms] == [0, 8, 8, 8]
+        assert set(regime["grids"]) == {"fonts", "gan", "gan+fonts"}
+        assert all((gan_run / png).is_file() for png in regime["grids"].values())
+        assert set(regime["pools"]) == {"gan", "fonts"}
+        assert all(p["words"] == 40 and p["build_s"] > 0 and not p["reused"] for p in regime["pools"].values())
+    assert page.count("data:image/png;base64,") == 6  # a grid per synthetic arm and regime
+    assert rep["cache"]["built_this_run"] == 4 and rep["cache"]["build_s_this_run"] > 0
     assert rep["regimes"]["full"]["real_train_samples"] == 30
     assert rep["regimes"]["full"]["real_train_writers"] == 5
-    assert "synthetic − baseline" in md and "Data:" in md
+    assert "CER vs real only" in md and "CER vs fonts" in md and "Data:" in md
+
+
+def test_gan_plus_fonts_interleaves_the_two_caches(gan_run, data):
+    low = report(gan_run)["regimes"]["low"]
+    gan, fonts = (LmdbWordDataset(gan_run / low["pools"][k]["path"]) for k in ("gan", "fonts"))
+    assert all(w.startswith("synthetic:") for w in gan.writers) and all(w.startswith("font:") for w in fonts.writers)
+    mixed = InterleavedDataset(gan, fonts)
+    assert len(mixed) == 80
+    for i in (0, 1, 2, 79):
+        part = gan if i % 2 == 0 else fonts
+        assert mixed[i].writer == part.writers[i // 2] and torch.equal(mixed[i].image, part[i // 2].image)
+    with pytest.raises(IndexError):
+        mixed[80]
 
 
 def test_low_resource_regime_uses_exactly_k_writers(gan_run, data):
-    low = json.loads((gan_run / "report.json").read_text(encoding="utf-8"))["regimes"]["low"]
+    low = report(gan_run)["regimes"]["low"]
     assert len(low["writer_ids"]) == low["real_train_writers"] == 2
     assert set(low["writer_ids"]) <= set(TRAIN_WRITERS) and low["real_train_samples"] == 12
     assert low["writer_ids"] == select_writers(LmdbWordDataset(data / "train.lmdb").writers, 2, 0)
@@ -118,32 +177,44 @@ def test_low_resource_regime_uses_exactly_k_writers(gan_run, data):
         select_writers(TRAIN_WRITERS, 6, 0)
 
 
-def test_rerun_skips_finished_runs_and_fonts_reuse_the_baseline(gan_run, data, generator):
+def test_rerun_skips_finished_runs_and_reuses_the_cache(gan_run, data, generator, monkeypatch):
     checkpoints = sorted(gan_run.glob("runs/*/*/seed*/last.pt"))
-    assert len(checkpoints) == 4
-    mtimes = [p.stat().st_mtime_ns for p in checkpoints]
+    caches = sorted(gan_run.glob("cache/*.lmdb/data.mdb"))
+    assert len(checkpoints) == 8 and len(caches) == 4
+    mtimes = [p.stat().st_mtime_ns for p in checkpoints + caches]
+    calls = DatasetCalls(monkeypatch)
     assert main(args(data, gan_run, "--generator", str(generator))) == 0
-    rep = json.loads((gan_run / "report.json").read_text(encoding="utf-8"))
+    rep = report(gan_run)
     assert all(r["skipped"] for reg in rep["regimes"].values() for a in reg["arms"].values() for r in a["runs"])
-    assert [p.stat().st_mtime_ns for p in checkpoints] == mtimes
+    assert [p.stat().st_mtime_ns for p in checkpoints + caches] == mtimes
+    assert calls.kinds == [] and rep["cache"]["built_this_run"] == 0 and rep["cache"]["build_s_all"] > 0
+    assert all(p["reused"] for reg in rep["regimes"].values() for p in reg["pools"].values())
 
+
+def test_synthetic_source_is_an_alias_of_two_arms(gan_run, data, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    assert "deprecated alias" in capsys.readouterr().out
     assert main(args(data, gan_run, "--synthetic-source", "fonts", "--regime", "low", "--seeds", "2")) == 0
-    rep = json.loads((gan_run / "report.json").read_text(encoding="utf-8"))
+    rep = report(gan_run)
     low = rep["regimes"]["low"]
-    assert rep["synthetic"]["source"] == "fonts" and "fonts" in low["arms"]["synthetic"]["label"]
-    assert set(rep["regimes"]) == {"low"}
-    assert [r["skipped"] for r in low["arms"]["baseline"]["runs"]] == [True, False]  # seed 1 reused
-    assert [r["skipped"] for r in low["arms"]["synthetic"]["runs"]] == [False, False]
+    assert rep["protocol"]["arms"] == ["baseline", "fonts"] and list(low["arms"]) == ["baseline", "fonts"]
+    assert set(rep["regimes"]) == {"low"} and set(rep["synthetic"]["sources"]) == {"fonts"}
+    assert "fonts" in low["arms"]["fonts"]["label"] and low["pools"]["fonts"]["reused"]
+    for arm in low["arms"].values():  # seed 1 of both arms reused from the four-arm run
+        assert [r["skipped"] for r in arm["runs"]] == [True, False]
     for arm in low["arms"].values():  # mean and std over seeds, from the per-sample rows
         cers = [rates(f"{r['dir']}/test/samples.csv")[0] for r in arm["runs"]]
         assert arm["cer"]["mean"] == pytest.approx(np.mean(cers), abs=1e-12)
         assert arm["cer"]["std"] == pytest.approx(np.std(cers, ddof=1), abs=1e-12)
+        assert list(arm["cer"]["per_seed"].values()) == pytest.approx(cers, abs=1e-12)
+    check_versus(low["arms"]["fonts"]["vs_baseline"], "baseline", low["arms"]["fonts"], low["arms"]["baseline"])
 
 
 def test_an_interrupted_run_resumes(data, tmp_path, monkeypatch):
     real_train = benchmarks.run.train
     monkeypatch.setattr(benchmarks.run, "train", lambda *a, **kw: real_train(*a, **kw, stop_after=1))  # as if Ctrl-C
-    cmd = args(data, tmp_path, "--synthetic-source", "none", "--regime", "low")
+    cmd = args(data, tmp_path, "--arms", "baseline", "--regime", "low")
     assert main(cmd) == 130
     (run,) = tmp_path.glob("runs/*/baseline/seed1")
     assert load_checkpoint(run / "last.pt")["step"] == 1 and not (run / "result.json").exists()
@@ -154,9 +225,43 @@ def test_an_interrupted_run_resumes(data, tmp_path, monkeypatch):
     assert load_checkpoint(run / "last.pt")["step"] == 3
 
 
+def test_an_interrupted_cache_build_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(synthetic_cache, "COMMIT_EVERY", 4)
+    lexicon = ["maison", "chat", "porte"]
+    read = []
+
+    class Recorded(FontWordDataset):
+        fail_at = 9
+
+        def __getitem__(self, i):
+            if i == self.fail_at:
+                raise KeyboardInterrupt  # as if Ctrl-C
+            read.append(i)
+            return super().__getitem__(i)
+
+    key = {"source": "fonts", "count": 14, "seed": 0, "height": 32}
+    with pytest.raises(KeyboardInterrupt):
+        cached_words(lambda: Recorded(lexicon, length=14, height=32), key, tmp_path, prefix="fonts", progress=False)
+    path = synthetic_cache.cache_path(tmp_path, "fonts", key)
+    assert partial_path(path).is_dir() and not path.exists()
+    Recorded.fail_at, read[:] = None, []
+    cache = cached_words(lambda: Recorded(lexicon, length=14, height=32), key, tmp_path, prefix="fonts",
+                         progress=False)
+    assert read == list(range(8, 14))  # resumed after the last commit (every 4 words)
+    assert cache.words == 14 and not cache.reused and not partial_path(path).exists()
+    made = []
+    whole = FontWordDataset(lexicon, length=14, height=32)
+    cached = LmdbWordDataset(cache.path, height=32)
+    assert cached.texts == [whole[i].text for i in range(14)]
+    assert cached.writers == [whole[i].writer for i in range(14)]  # nothing lost or duplicated by the resume
+    again = cached_words(lambda: made.append(2), key, tmp_path, prefix="fonts", progress=False)
+    assert again.reused and made == [] and again.path == cache.path
+    assert synthetic_cache.cache_path(tmp_path, "fonts", {**key, "count": 15}) != path  # another key, another cache
+
+
 def test_clear_errors(data, generator, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(word_generator, "PACKAGE_WEIGHTS", tmp_path / "not-shipped.pt")
-    assert main(args(data, tmp_path / "a")) == 2
+    assert main(args(data, tmp_path / "a")) == 2  # the default arms include the GAN
     err = capsys.readouterr().err
     assert "--generator" in err and "not-shipped.pt" in err
     assert main(args(data, tmp_path / "a", "--generator", str(tmp_path / "missing.pt"))) == 2
@@ -164,13 +269,23 @@ def test_clear_errors(data, generator, tmp_path, monkeypatch, capsys):
     for ratio in ("1.5", "0"):
         assert main(args(data, tmp_path / "a", "--generator", str(generator), "--synthetic-ratio", ratio)) == 2
         assert "--synthetic-ratio" in capsys.readouterr().err
-    assert main(args(data, tmp_path / "a", "--synthetic-source", "none", "--writers", "9")) == 2
+    assert main(args(data, tmp_path / "a", "--arms", "baseline", "--writers", "9")) == 2
     assert "only 5 writers" in capsys.readouterr().err
-    assert not (tmp_path / "a" / "runs").exists()  # every check ran before any training
+    assert main(args(data, tmp_path / "a", "--arms", "baseline,gans")) == 2
+    err = capsys.readouterr().err
+    assert "'gans'" in err and "allowed arms: baseline, fonts, gan, gan+fonts" in err
+    assert main(args(data, tmp_path / "a", "--arms", "fonts", "--synthetic-source", "gan")) == 2
+    assert "not both" in capsys.readouterr().err
+    old = tmp_path / "old.toml"
+    old.write_text(f'recognizer = "{REPO / "configs" / "recognizer" / "tiny.toml"}"\nsynthetic_source = "gan"\n',
+                   encoding="utf-8")
+    assert main(args(data, tmp_path / "a", "--config", str(old))) == 2
+    assert "'synthetic_source' was replaced by arms" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "runs").exists() and not (tmp_path / "a" / "cache").exists()  # checked first
 
 
 def test_a_changed_setting_does_not_reuse_a_run(gan_run, data, capsys):
-    assert main(args(data, gan_run, "--synthetic-source", "none", "--regime", "low", "--steps", "4")) == 2
+    assert main(args(data, gan_run, "--arms", "baseline", "--regime", "low", "--steps", "4")) == 2
     assert "other settings" in capsys.readouterr().err
 
 
@@ -233,7 +348,8 @@ def test_tsv_dataset_is_built_once_into_lmdbs(tmp_path):
 def test_shipped_benchmark_configs_are_valid(name, regime):
     settings, config = load_settings(REPO / "configs" / "benchmark" / f"{name}.toml")
     check_settings(settings, config)
-    assert settings["synthetic_source"] == "gan" and settings["regime"] == regime
+    assert settings["arms"] == ["baseline", "fonts", "gan", "gan+fonts"] and settings["regime"] == regime
+    assert settings["synthetic_pool"] >= 20000
 
 
 def test_font_words_are_deterministic_per_seed_and_index():
