@@ -159,7 +159,7 @@ def test_generation_is_deterministic_and_style_is_shared(words_lmdb, tmp_path):
     z = gen.sample_z(1, seed=3)
     alone = gen.generate(["abc"], z=z)[0]
     together = gen.generate(["hd", "abc", "e"], z=z)[1]  # one style for the whole batch
-    assert torch.allclose(alone, together, atol=1e-5)
+    assert torch.allclose(alone, together, atol=1e-4)  # batch shape changes float summation order only
     assert alone.shape[1] == 32 and 0 <= float(alone.min()) and float(alone.max()) <= 1
     with pytest.raises(AlphabetError, match="'z'"):
         gen.generate(["xyz"])
