@@ -27,6 +27,13 @@ def valid_region(images: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def recognizer_cer(R, ink: torch.Tensor, widths: torch.Tensor, texts: list[str], alphabet) -> float:
+    """R's greedy CER on images in ink space (ink = 1)."""
+    out = R(ink, widths)
+    return cer(texts, greedy_decode(out.log_probs, out.lengths, alphabet))
+
+
+@torch.no_grad()
 def generator_health(G, R, alphabet, tokens, lengths, texts, z, z2) -> dict[str, float]:
     """R-CER, peak ink and z-diversity of generator G (tanh space) on `texts`."""
     was = G.training
@@ -34,12 +41,10 @@ def generator_health(G, R, alphabet, tokens, lengths, texts, z, z2) -> dict[str,
     widths = lengths * G.px_per_char
     fake, fake2 = G(tokens, lengths, z), G(tokens, lengths, z2)
     G.train(was)
-    out = R((fake + 1) / 2, widths)
-    preds = greedy_decode(out.log_probs, out.lengths, alphabet)
     ink = (fake + 1) / 2
     mask = valid_region(fake, widths)
     diff = ((fake - fake2).abs() * mask).sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * fake.shape[2])
-    return {"r_cer": cer(texts, preds), "peak_ink": float(ink.amax((1, 2, 3)).mean()),
+    return {"r_cer": recognizer_cer(R, ink, widths, texts, alphabet), "peak_ink": float(ink.amax((1, 2, 3)).mean()),
             "z_diversity": float(diff.mean())}
 
 

@@ -26,14 +26,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from recognizer.decoding import greedy_decode
 from recognizer.losses import ctc_losses
 from recognizer.model import CRNN
 
 from ..alphabet import Alphabet
 from ..data.credit import data_credit
 from ..images import encode_png, to_uint8
-from ..metrics import cer
 from ..training import (CheckpointError, DistInfo, MetricsLogger, all_gather_objects, all_reduce_sum, broadcast_object,
                         check_alphabet, load_checkpoint, make_checkpoint,
                         rng_state, save_checkpoint, seed_everything, set_rng_state)
@@ -42,7 +40,7 @@ from ..training.lookahead import Lookahead
 from .balance import GradientBalancer
 from .data import CanonicalCollate, TextSampler, encode_texts, natural_px_per_char
 from .diffaugment import diff_augment
-from .health import discriminator_health, generator_health
+from .health import discriminator_health, generator_health, recognizer_cer
 from .models import StyleEncoder
 from .word_generator import build_discriminator, build_generator, build_style_encoder, fit_style_prior
 
@@ -331,8 +329,7 @@ class GanTrainer:
         dev, px = self.dist.device, self.G.px_per_char
         real_x, real_w = real["images"].to(dev) * 2 - 1, real["widths"].to(dev)
         self.R.eval()
-        r_out = self.R((real_x + 1) / 2, real_w)
-        out = {"health/real_r_cer": cer(real["texts"], greedy_decode(r_out.log_probs, r_out.lengths, self.alphabet)),
+        out = {"health/real_r_cer": recognizer_cer(self.R, (real_x + 1) / 2, real_w, real["texts"], self.alphabet),
                "health/real_peak_ink": float(((real_x + 1) / 2).amax((1, 2, 3)).mean())}
         if self.step <= self.config["recognizer"]["pretrain_steps"]:
             return out  # R alone so far: G and D are untouched
