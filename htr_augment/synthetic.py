@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .data.dataset import LmdbWordDataset, WordSample
+from .gan.word_generator import from_style_prior
 from .images import resize_to_height, to_tensor, to_uint8
 from .lexicon import NgramSampler, load_lexicon, restrict
 
@@ -128,9 +129,7 @@ class SyntheticWordDataset(Dataset):
         rng = random.Random(key)
         text = self.sampler.sample(rng) if self.sampler is not None else rng.choice(self.words)
         z = torch.randn(self.generator.z_dim, generator=torch.Generator().manual_seed(rng.getrandbits(63)))
-        prior = self.generator.style_prior  # the generator's own style distribution, when it stores one
-        if prior is not None:
-            z = prior[0] + prior[1] @ z
+        z = from_style_prior(z, self.generator.style_prior)  # the generator's own style distribution, if stored
         ref = None
         if self.styles is not None and rng.random() < self.style_mix:  # drawn after z: prior items keep theirs
             ref = rng.randrange(len(self.styles))

@@ -34,10 +34,14 @@ class RecognizerOutput(NamedTuple):
     aux_log_probs: torch.Tensor | None  # (T, B, C) from the shortcut head, or None
 
 
+def column_keep(width: int, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, width) bool: the columns before each sample's length."""
+    return torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]
+
+
 def column_mask(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Zero the columns of x (B, C, H, W) at or beyond each sample's length."""
-    keep = torch.arange(x.shape[-1], device=x.device)[None, :] < lengths[:, None]
-    return x * keep[:, None, None, :].to(x.dtype)
+    return x * column_keep(x.shape[-1], lengths.to(x.device))[:, None, None, :].to(x.dtype)
 
 
 def _ceil_div(lengths: torch.Tensor, d: int) -> torch.Tensor:

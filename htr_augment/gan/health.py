@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from recognizer.decoding import greedy_decode
+from recognizer.model import column_keep
 
 from ..metrics import cer
 
@@ -20,10 +21,6 @@ def auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
     """P(score of a positive > score of a negative), ties counted half (Mann-Whitney)."""
     pos, neg = pos.flatten().float()[:, None], neg.flatten().float()[None, :]
     return float((pos > neg).float().mean() + 0.5 * (pos == neg).float().mean())
-
-
-def valid_region(images: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
-    return (torch.arange(images.shape[-1], device=images.device)[None, :] < widths[:, None])[:, None, None, :]
 
 
 @torch.no_grad()
@@ -42,7 +39,7 @@ def generator_health(G, R, alphabet, tokens, lengths, texts, z, z2) -> dict[str,
     fake, fake2 = G(tokens, lengths, z), G(tokens, lengths, z2)
     G.train(was)
     ink = (fake + 1) / 2
-    mask = valid_region(fake, widths)
+    mask = column_keep(fake.shape[-1], widths)[:, None, None, :]
     diff = ((fake - fake2).abs() * mask).sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * fake.shape[2])
     return {"r_cer": recognizer_cer(R, ink, widths, texts, alphabet), "peak_ink": float(ink.amax((1, 2, 3)).mean()),
             "z_diversity": float(diff.mean())}

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm as SN
 
-from recognizer.model import column_mask
+from recognizer.model import column_keep, column_mask
 
 
 class TextEncoder(nn.Module):
@@ -58,7 +58,7 @@ class ConditionalBatchNorm(nn.Module):
 
 def masked_moments(x: torch.Tensor, widths: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """Per word and channel: mean and std of x (B, C, H, W) over its first `widths` columns."""
-    keep = (torch.arange(x.shape[-1], device=x.device)[None, :] < widths[:, None]).to(x.dtype)[:, None, None, :]
+    keep = column_keep(x.shape[-1], widths).to(x.dtype)[:, None, None, :]
     n = (widths.clamp(min=1) * x.shape[2]).to(x.dtype)[:, None, None, None]
     mean = (x * keep).sum((2, 3), keepdim=True) / n
     var = (((x - mean) * keep) ** 2).sum((2, 3), keepdim=True) / n
@@ -198,7 +198,7 @@ class Discriminator(nn.Module):
     def forward(self, images: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.blocks(images))
         cols = self.valid_columns(widths)
-        valid = (torch.arange(h.shape[-1], device=h.device)[None, :] < cols[:, None]).to(h.dtype)
+        valid = column_keep(h.shape[-1], cols).to(h.dtype)
         if self.pool == "sum":
             return (self.head(h).sum(dim=2)[:, 0] * valid).sum(1)
         feats = (h.sum(dim=2) * valid[:, None, :]).sum(2) / cols[:, None].to(h.dtype)  # (B, C)
@@ -235,7 +235,7 @@ class StyleEncoder(nn.Module):
         x = F.pad(images, (0, pad), value=-1.0)
         h = self.net(x).mean(dim=2)  # (B, C, W')
         cols = ((widths + self.stride - 1) // self.stride).clamp(min=1)
-        valid = (torch.arange(h.shape[-1], device=h.device)[None, :] < cols[:, None]).to(h.dtype)
+        valid = column_keep(h.shape[-1], cols).to(h.dtype)
         feats = (h * valid[:, None, :]).sum(2) / cols[:, None].to(h.dtype)
         mu, logvar = self.out(feats).chunk(2, dim=1)
         return mu, logvar.clamp(-8.0, 4.0)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from recognizer.losses import ctc_losses
-from recognizer.model import CRNN
+from recognizer.model import CRNN, column_keep
 
 from ..alphabet import Alphabet
 from ..data.credit import data_credit
@@ -42,10 +42,18 @@ from .data import CanonicalCollate, TextSampler, encode_texts, natural_px_per_ch
 from .diffaugment import diff_augment
 from .health import discriminator_health, generator_health, recognizer_cer
 from .models import StyleEncoder
-from .word_generator import build_discriminator, build_generator, build_style_encoder, fit_style_prior
+from .word_generator import (build_discriminator, build_generator, build_style_encoder, fit_style_prior,
+                             from_style_prior, style_prior_tensors)
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+def check_finite(losses: dict[str, torch.Tensor], step: int) -> None:
+    bad = [k for k, v in losses.items() if not torch.isfinite(v)]
+    if bad:
+        raise NonFiniteLoss(f"non-finite {', '.join(bad)} at step {step} "
+                            f"({', '.join(f'{k}={float(v):.4g}' for k, v in losses.items())})")
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, world: int) -> list[list[int]]:
@@ -63,7 +71,7 @@ def masked_l1(a: torch.Tensor, b: torch.Tensor, widths: torch.Tensor) -> torch.T
     """Mean absolute difference over each word's valid columns."""
     W = max(a.shape[-1], b.shape[-1])
     a, b = pad_to(a, W), pad_to(b, W)
-    keep = (torch.arange(W, device=a.device)[None, :] < widths[:, None]).to(a.dtype)[:, None, None, :]
+    keep = column_keep(W, widths).to(a.dtype)[:, None, None, :]
     return ((a - b).abs() * keep).sum() / (keep.sum() * a.shape[2])
 
 
@@ -113,7 +121,7 @@ class GanTrainer:
         counts = Counter(dataset.texts)
         self.sample_texts = sorted(counts, key=lambda w: (-counts[w], w))[:8]
         self._held_out = None
-        self.fitted_prior: dict | None = None  # set at checkpoints when style.fitted_prior
+        self.fitted_prior = None  # set at checkpoints when style.fitted_prior
 
     @property
     def r_frozen_now(self) -> bool:
@@ -194,11 +202,16 @@ class GanTrainer:
     def prior_z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n prior styles: N(0, I), or with style.fitted_prior the Gaussian last fitted to E's codes of
         real words (refitted at every checkpoint), where G is then trained and sampled alike."""
-        eps = torch.randn(n, self.G.z_dim, generator=generator)
-        if self.fitted_prior is None:
-            return eps
-        mean, chol = (torch.tensor(v) for v in (self.fitted_prior["mean"], self.fitted_prior["chol"]))
-        return mean + eps @ chol.T
+        return from_style_prior(torch.randn(n, self.G.z_dim, generator=generator), self._prior_tensors)
+
+    @property
+    def fitted_prior(self) -> dict | None:
+        return self._fitted_prior
+
+    @fitted_prior.setter
+    def fitted_prior(self, prior: dict | None) -> None:
+        self._fitted_prior = prior
+        self._prior_tensors = style_prior_tensors(prior)  # built once, not per draw
 
     def _fake_inputs(self, n: int, key: str):
         texts = self.texts.draw(f"{self.step}:{key}", n)
@@ -265,10 +278,7 @@ class GanTrainer:
             mu_fake, _ = self.E(fake[2 * B:], widths[2 * B:])
             losses["loss/g_info"] = (mu_fake - z).abs().mean()
             losses["loss/e_kl"] = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).mean()
-        bad = [k for k, v in losses.items() if not torch.isfinite(v)]
-        if bad:
-            raise NonFiniteLoss(f"non-finite {', '.join(bad)} at step {self.step + 1} "
-                                f"({', '.join(f'{k}={float(v):.4g}' for k, v in losses.items())})")
+        check_finite(losses, self.step + 1)  # before G's update: a NaN never reaches its weights
         self.opt_g.zero_grad(set_to_none=True)
         if self.E is not None:
             # E's own terms: the KL, and reading z back from G's prior-style words.
@@ -306,9 +316,7 @@ class GanTrainer:
         if (self.step + 1) % t["g_every"] == 0:
             g_losses, stats = self.g_step(real_x, real_w, real, policy)
             losses.update(g_losses)
-        bad = [k for k, v in losses.items() if not torch.isfinite(v)]
-        if bad:
-            raise NonFiniteLoss(f"non-finite {', '.join(bad)} at step {self.step + 1}")
+        check_finite(losses, self.step + 1)
         return {**{k: float(v.detach()) for k, v in losses.items()}, **{f"balance/{k}": v for k, v in stats.items()}}
 
     # -- health ----------------------------------------------------------------

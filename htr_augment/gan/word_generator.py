@@ -50,6 +50,16 @@ def fit_style_prior(codes: torch.Tensor, ridge: float = 1e-3) -> dict:
             "words": int(codes.shape[0])}
 
 
+def style_prior_tensors(prior: dict | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(mean, Cholesky factor) of a stored style prior (fit_style_prior), or None."""
+    return (torch.tensor(prior["mean"]), torch.tensor(prior["chol"])) if prior else None
+
+
+def from_style_prior(eps: torch.Tensor, prior: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """Standard normal draws eps (..., z_dim) mapped to the prior's Gaussian (unchanged without one)."""
+    return eps if prior is None else prior[0] + eps @ prior[1].T
+
+
 # Above this CER of the independent evaluator on generated words, the weights are flagged.
 ILLEGIBLE_CER = 0.5
 
@@ -82,6 +92,8 @@ class WordGenerator:
         # averaged natural_px_per_char at the same height, and outputs are resized to it.
         self.natural_px_per_char = natural_px_per_char
         self.info = info or {}
+        # (mean, Cholesky factor) of the style encoder's codes of real training words, if stored.
+        self.style_prior = style_prior_tensors(self.info.get("style_prior"))
 
     @property
     def height(self) -> int:
@@ -128,22 +140,12 @@ class WordGenerator:
                                     f"{''.join(self.alphabet.chars)!r})")
         return texts
 
-    @property
-    def style_prior(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(mean, Cholesky factor) of the style encoder's codes of real training words, if stored."""
-        prior = self.info.get("style_prior")
-        if not prior:
-            return None
-        return torch.tensor(prior["mean"]), torch.tensor(prior["chol"])
-
     def sample_z(self, n: int, seed: int | None = None) -> torch.Tensor:
         """n styles. With a stored style prior, drawn from the Gaussian fitted to the style codes of
         real training words (ex-post density estimation, Ghosh et al. 2020): G was trained on those
         codes, and they need not fill N(0, I); otherwise from N(0, I)."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        eps = torch.randn(n, self.z_dim, generator=gen)
-        prior = self.style_prior
-        return eps if prior is None else prior[0] + eps @ prior[1].T
+        return from_style_prior(torch.randn(n, self.z_dim, generator=gen), self.style_prior)
 
     @property
     def has_style_encoder(self) -> bool:
