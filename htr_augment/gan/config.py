@@ -55,6 +55,9 @@ DEFAULTS: dict = {
         # Loss weights on the generated image's gradients, each normalised by a running
         # average of its std (balance.py). alpha: CTC relative to the adversarial term.
         "w_adv": 1.0, "alpha": 1.0, "w_rec": 1.0, "w_info": 1.0,
+        # w_div: mode seeking (Mao et al. 2019): the same texts in two prior styles are pushed
+        # apart, against the narrow hands of the first CPU run (z-diversity 0.05). 0: off.
+        "w_div": 0.0,
         "balance_decay": 0.99,
         "ema_decay": 0.999,
         "diffaugment": ["translation", "cutout", "color"],

@@ -7,7 +7,8 @@ One iteration consumes one new real batch:
      iterations, in G's geometry.
   3. Every train.g_every-th iteration, G and E: G writes (a) the real words' own texts in
      their encoded styles E(x) (reconstruction, masked L1), (b) random texts in E(x) and
-     (c) random texts in z ~ N(0, I) styles (E(G(z, t)) ~ z: latent reconstruction). The
+     (c) random texts in z ~ N(0, I) styles (E(G(z, t)) ~ z: latent reconstruction) and,
+     with train.w_div, (d) the same texts in a second z, pushed apart (mode seeking). The
      adversarial loss (D), the CTC loss (R in eval mode, so its batch statistics stay those
      of real handwriting), the reconstruction and the latent-reconstruction losses are
      differentiated with respect to the generated images only and balanced by running
@@ -105,7 +106,7 @@ class GanTrainer:
             self.opt_g = Lookahead(self.opt_g, t["lookahead_k"], t["lookahead_alpha"])
             self.opt_d = Lookahead(self.opt_d, t["lookahead_k"], t["lookahead_alpha"])
         self.balancer = GradientBalancer({"adv": t["w_adv"], "ctc": t["alpha"], "rec": t["w_rec"],
-                                          "info": t["w_info"]}, t["balance_decay"])
+                                          "info": t["w_info"], "div": t["w_div"]}, t["balance_decay"])
         if dist.distributed:
             ids = [dev.index] if dev.type == "cuda" else None
             self.G_train, self.D_train, self.R_train = (DDP(m, device_ids=ids) for m in (self.G, self.D, self.R))
@@ -257,26 +258,32 @@ class GanTrainer:
         t, dev, px = self.config["train"], self.dist.device, self.G.px_per_char
         B = real_x.shape[0]
         _, tok_t, len_t, tgt_t, z = self._fake_inputs(B, "g")
+        # Chunks of B words each: [real texts in E(x)], [random texts in E(x)], random texts in
+        # z, [the same texts in a second z (mode seeking: different z, different images)].
+        chunks = [(tok_t, len_t, tgt_t, z)]
+        if t["w_div"] > 0:
+            chunks.append((tok_t, len_t, tgt_t, self.prior_z(B).to(dev)))
         losses: dict[str, torch.Tensor] = {}
         if self.E is not None:
             tok_x, len_x, tgt_x = (v.to(dev) for v in encode_texts(real["texts"], self.alphabet))
             style, mu, logvar = self._encode(self.E, real_x, real_w)
-            L = max(tok_x.shape[1], tok_t.shape[1])
-            tokens = torch.cat([F.pad(tok_x, (0, L - tok_x.shape[1])), F.pad(tok_t, (0, L - tok_t.shape[1])),
-                                F.pad(tok_t, (0, L - tok_t.shape[1]))])
-            lengths, targets = torch.cat([len_x, len_t, len_t]), torch.cat([tgt_x, tgt_t, tgt_t])
-            styles = torch.cat([style, style, z])
-        else:
-            tokens, lengths, targets, styles = tok_t, len_t, tgt_t, z
+            chunks = [(tok_x, len_x, tgt_x, style), (tok_t, len_t, tgt_t, style)] + chunks
+        L = max(c[0].shape[1] for c in chunks)
+        tokens = torch.cat([F.pad(c[0], (0, L - c[0].shape[1])) for c in chunks])
+        lengths, targets, styles = (torch.cat([c[i] for c in chunks]) for i in (1, 2, 3))
         fake = self.G_train(tokens, lengths, styles)
         widths = lengths * px
         losses["loss/g_adv"] = -self.D(diff_augment(fake, widths, policy), widths).mean()
         self.R.eval()  # R's batch statistics stay those of real handwriting
         _, losses["loss/g_ctc"], _ = ctc_losses(self.R((fake + 1) / 2, widths), targets, lengths, 0.0)
+        z0 = 2 * B if self.E is not None else 0  # first prior-style chunk
+        if t["w_div"] > 0:
+            # Distance between the two prior-style chunks (same texts), to be increased.
+            losses["loss/g_div"] = -masked_l1(fake[z0:z0 + B], fake[z0 + B:z0 + 2 * B], widths[z0:z0 + B])
         if self.E is not None:
             losses["loss/g_rec"] = masked_l1(fake[:B], real_x, real_w)
-            mu_fake, _ = self.E(fake[2 * B:], widths[2 * B:])
-            losses["loss/g_info"] = (mu_fake - z).abs().mean()
+            mu_fake, _ = self.E(fake[z0:], widths[z0:])
+            losses["loss/g_info"] = (mu_fake - styles[z0:]).abs().mean()
             losses["loss/e_kl"] = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).mean()
         check_finite(losses, self.step + 1)  # before G's update: a NaN never reaches its weights
         self.opt_g.zero_grad(set_to_none=True)
