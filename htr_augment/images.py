@@ -64,6 +64,20 @@ def to_uint8(tensor: torch.Tensor) -> np.ndarray:
     return ((1.0 - t.clamp(0, 1)) * 255.0).round().to(torch.uint8).numpy()
 
 
+def ink_mask(img: np.ndarray) -> np.ndarray:
+    """(H, W) bool: ink pixels of a uint8 grayscale image (Otsu threshold, so grey paper is not ink).
+
+    Horizontal lines longer than twice the image height are left out, dashed ones included
+    (closed first): ruled paper, as in Copiste, would otherwise put ink in every column
+    and on one row of every word; handwriting seldom runs that straight for that long."""
+    thr, _ = cv2.threshold(img, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    ink = (img <= min(thr, 200)).astype(np.uint8)  # cv2: above the threshold is background
+    bridged = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 1)))
+    rules = cv2.morphologyEx(bridged, cv2.MORPH_OPEN,
+                             cv2.getStructuringElement(cv2.MORPH_RECT, (max(32, 2 * img.shape[0]), 1)))
+    return (ink & (1 - rules)).astype(bool)
+
+
 def pad_batch(images: list[torch.Tensor], multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack (1, H, W_i) tensors into (B, 1, H, W_max) padded with background (0).
 

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -38,7 +37,7 @@ from htr_augment.data.credit import data_credit
 from htr_augment.data.lmdb_format import (LmdbWriter, image_key, label_key, open_shared, read_meta,
                                           read_num_samples, source_key, writer_key)
 from htr_augment.data.sources import RejectedSample, reject_counts
-from htr_augment.images import decode_image, encode_png, pad_batch, resize_to_height, to_tensor
+from htr_augment.images import decode_image, encode_png, ink_mask, pad_batch, resize_to_height, to_tensor
 
 from .alignment import Alignment, AlignmentError, forced_align
 
@@ -57,17 +56,8 @@ class SegmentOptions:
 
 
 def ink_columns(img: np.ndarray) -> np.ndarray:
-    """(W,) bool: columns holding ink (Otsu threshold, so grey paper is not ink).
-
-    Horizontal lines longer than twice the line height are left out, dashed ones included
-    (closed first): ruled paper, as in Copiste, would otherwise put ink in every column
-    and hide the gaps between words; handwriting seldom runs that straight for that long."""
-    thr, _ = cv2.threshold(img, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    ink = (img <= min(thr, 200)).astype(np.uint8)  # cv2: above the threshold is background
-    bridged = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 1)))
-    rules = cv2.morphologyEx(bridged, cv2.MORPH_OPEN,
-                             cv2.getStructuringElement(cv2.MORPH_RECT, (max(32, 2 * img.shape[0]), 1)))
-    return (ink & (1 - rules)).any(axis=0)
+    """(W,) bool: columns holding ink, ruled lines left out (htr_augment.images.ink_mask)."""
+    return ink_mask(img).any(axis=0)
 
 
 def _snap(ink: np.ndarray, a: int, b: int) -> int:
