@@ -54,10 +54,14 @@ class FontRenderer:
             self._cache[key] = ImageFont.truetype(str(path), size)
         return self._cache[key]
 
-    def render_array(self, text: str, style: int) -> np.ndarray:
+    def _style(self, style: int) -> tuple[ImageFont.FreeTypeFont, int]:
+        """(font at its size, stroke width) of a style id."""
         rng = random.Random(f"{self.seed}:{style}")
         font = self._font(self.fonts[rng.randrange(len(self.fonts))], rng.choice([40, 48, 56]))
-        stroke = rng.choice([0, 0, 1])
+        return font, rng.choice([0, 0, 1])
+
+    def render_array(self, text: str, style: int) -> np.ndarray:
+        font, stroke = self._style(style)
         left, top, right, bottom = font.getbbox(text, stroke_width=stroke)
         pad = 8
         img = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 255)
@@ -69,6 +73,25 @@ class FontRenderer:
             m = 4
             arr = arr[max(0, ys.min() - m): ys.max() + m + 1, max(0, xs.min() - m): xs.max() + m + 1]
         return resize_to_height(arr, self.height)
+
+    def render_words(self, words: list[str], style: int) -> tuple[list[np.ndarray], float, int]:
+        """The words of a line in one style: uint8, unscaled, all of one height and on one
+        baseline (the font's), each cropped to its ink columns; the font's x-height in pixels
+        and the baseline row. Unlike `render_array`, a word without ascenders is not enlarged."""
+        font, stroke = self._style(style)
+        ascent, descent = font.getmetrics()
+        pad = 4 + stroke
+        out = []
+        for word in words:
+            left, _, right, _ = font.getbbox(word, stroke_width=stroke)
+            img = Image.new("L", (right - left + 2 * pad, ascent + descent + 2 * pad), 255)
+            ImageDraw.Draw(img).text((pad - left, pad + ascent), word, font=font, fill=0, anchor="ls",
+                                     stroke_width=stroke, stroke_fill=0)
+            arr = np.asarray(img)
+            cols = np.flatnonzero((arr < 128).any(axis=0))
+            out.append(arr[:, cols[0]:cols[-1] + 1] if len(cols) else arr)
+        _, x_top, _, x_bottom = font.getbbox("x", anchor="ls")
+        return out, float(max(1, x_bottom - x_top)), pad + ascent
 
     def render(self, text: str, style: int) -> torch.Tensor:
         return to_tensor(self.render_array(text, style))

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import random
 import warnings
 from pathlib import Path
 
@@ -223,16 +224,22 @@ class WordGenerator:
                 out.append(img.clamp(0, 1))
         return out
 
-    def generate_line(self, text: str, z: torch.Tensor | None = None, seed: int | None = None,
-                      space: float = 0.6) -> torch.Tensor:
-        """A line in one hand: each word generated with the same style, joined by gaps
-        of `space` × the image height."""
+    def generate_line(self, text: str, z: torch.Tensor | None = None, seed: int | None = None, *,
+                      layout=None, stats=None, height: int | None = None) -> torch.Tensor:
+        """A line (1, height, W) in one hand: every word generated with the one style z (or
+        drawn from `seed`), set with gaps, baseline offsets and slant changes of `layout`
+        (htr_augment.line_stats.LineLayout), by default drawn from `seed` and `stats` (real
+        writers' measured distributions; default: those shipped with the weights).
+        Height: the generator's unless given. SyntheticLineDataset item i is
+        generate_line(text, z, layout=layout, height=height) for its plan(i)."""
+        from ..line_stats import LineStats
+        from ..lines import compose_line, to_line_tensor
+
         words = text.split()
         if not words:
             raise ValueError("cannot generate an empty line")
+        stats = stats if isinstance(stats, LineStats) else LineStats.load(stats)
+        if layout is None:
+            layout = stats.sample_layout(len(words), random.Random(seed))
         images = self.generate(words, z=z, seed=seed)
-        gap = torch.zeros(1, self.height, max(1, round(space * self.height)))
-        parts = [images[0]]
-        for img in images[1:]:
-            parts += [gap, img]
-        return torch.cat(parts, dim=2)
+        return to_line_tensor(compose_line([im[0].numpy() for im in images], layout, stats), height or self.height)
