@@ -179,7 +179,8 @@ def evaluate(model: torch.nn.Module, alphabet: Alphabet, dataset: Dataset, *, ba
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m recognizer.evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="recognizer checkpoint (.pt)")
+    p.add_argument("--checkpoint", required=True, help="recognizer checkpoint (.pt) or a shipped name: "
+                   "copiste-lines, copiste-words (python -m recognizer.pretrained list)")
     p.add_argument("--data", required=True, help="labelled LMDB to evaluate on")
     p.add_argument("--report", required=True, metavar="DIR",
                    help="folder for report.json, report.md, report.html and samples.csv")

@@ -149,7 +149,10 @@ class CRNN(nn.Module):
 
 
 def load_recognizer(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[CRNN, Alphabet, dict]:
-    """A trained recognizer from a checkpoint: (model in eval mode on `device`, alphabet, config)."""
+    """A trained recognizer from a checkpoint or a shipped name (recognizer.pretrained, e.g.
+    "copiste-words"): (model in eval mode on `device`, alphabet, config)."""
+    from .pretrained import resolve
+    path = resolve(path)
     ckpt = load_checkpoint(path, map_location="cpu")
     config = ckpt["config"]
     if ckpt["kind"] == "gan":  # a GAN training checkpoint: its auxiliary recognizer R

@@ -297,7 +297,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="The output goes to OUT.partial and is renamed to OUT when complete; "
                                        "after an interruption rerun the same command with --resume.")
-    p.add_argument("--checkpoint", required=True, help="recognizer checkpoint (.pt)")
+    p.add_argument("--checkpoint", required=True, help="recognizer checkpoint (.pt), a GAN training checkpoint "
+                   "(its R) or a shipped name: copiste-lines, copiste-words")
     p.add_argument("--lines", required=True, help="LMDB of labelled text lines (e.g. from htr-build-lmdb)")
     p.add_argument("--out", required=True, help="output LMDB of word images")
     p.add_argument("--min-score", type=float, default=SegmentOptions.min_score,

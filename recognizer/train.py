@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,7 +191,8 @@ def _resume_config(saved: dict, given: dict) -> dict:
 def train(config: dict, train_dataset: Dataset, val_dataset: Dataset | None, out_dir: str | Path, *,
           alphabet: Alphabet | None = None, device: str | torch.device | None = None, resume: bool = False,
           sampler: Sampler | None = None, batch_sampler: Sampler | None = None, max_steps: int | None = None,
-          stop_after: int | None = None, num_workers: int | None = None, progress: bool = True) -> TrainResult:
+          stop_after: int | None = None, num_workers: int | None = None, progress: bool = True,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train a CRNN; checkpoints and logs go to `out_dir` (written by rank 0 only).
 
     config: a full recognizer config (recognizer.config.make_config / load_recognizer_config).
@@ -205,6 +206,7 @@ def train(config: dict, train_dataset: Dataset, val_dataset: Dataset | None, out
     max_steps, num_workers: override the config's train.max_steps / train.num_workers.
     stop_after: end this session after that step (checkpointed) as if interrupted; the
         schedule still runs to the full length on resume.
+    on_step: called with the step number after every optimizer step (e.g. a caller's progress bar).
     """
     if sampler is not None and batch_sampler is not None:
         raise ValueError("give a sampler or a batch_sampler, not both")
@@ -378,6 +380,8 @@ def train(config: dict, train_dataset: Dataset, val_dataset: Dataset | None, out
                                         epoch=epoch)
                         window = _Window()
                     bar.update(1)
+                    if on_step is not None:
+                        on_step(step)
 
                     if val_dataset is not None and not interrupted and (
                             (tc["eval_every"] > 0 and step % tc["eval_every"] == 0)

@@ -166,7 +166,8 @@ def check_tstr_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--generator", help="GAN checkpoint (default: the weights shipped in the package)")
-    p.add_argument("--evaluator", required=True, help="recognizer checkpoint trained on real words only")
+    p.add_argument("--evaluator", required=True, help="recognizer checkpoint trained on real words only, or a "
+                   "shipped name (copiste-words: the independent word evaluator)")
     p.add_argument("--real", required=True, help="LMDB of real test words")
     p.add_argument("--train-lexicon", required=True, help="the GAN's training words (LMDB or text file)")
     p.add_argument("--out", required=True, help="report directory")
