@@ -51,19 +51,15 @@ MIN_LETTERS = 3  # words shorter than this give no baseline or slant of their ow
 
 
 def core_band(mask: np.ndarray) -> tuple[int, int] | None:
-    """(top, bottom) rows, bottom exclusive, of the x-height band of an ink mask: the run of
-    rows around the densest one whose ink count is at least half of it (ascenders and
-    descenders are thin, the core is dense). None without ink."""
+    """(top, bottom) rows, bottom exclusive, of the x-height band of an ink mask: from the first
+    to the last row whose ink count is at least half the densest row's (ascenders and
+    descenders are thin, the core is dense; rows inside the band may dip below, as between
+    the top and bottom strokes of an o). None without ink."""
     profile = np.convolve(mask.sum(axis=1).astype(float), np.ones(3) / 3, mode="same")
     if profile.max() <= 0:
         return None
-    peak, keep = int(profile.argmax()), profile >= 0.5 * profile.max()
-    top, bottom = peak, peak + 1
-    while top > 0 and keep[top - 1]:
-        top -= 1
-    while bottom < len(keep) and keep[bottom]:
-        bottom += 1
-    return top, bottom
+    rows = np.flatnonzero(profile >= 0.5 * profile.max())
+    return int(rows[0]), int(rows[-1]) + 1
 
 
 def shear(img: np.ndarray, angle: float, pivot: float, fill: float = 0) -> np.ndarray:

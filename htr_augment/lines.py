@@ -206,7 +206,8 @@ class SyntheticLineDataset(_LineDataset):
         self._gen: WordGenerator | None = generator if isinstance(generator, WordGenerator) else None
         self.device, self.chunk_size = device, chunk_size
         gen = self.generator
-        self.alphabet = gen.alphabet
+        # a line recognizer also reads the space, which a word generator need not write
+        self.alphabet = Alphabet(sorted(set(gen.alphabet.chars) | {" "}))
         super().__init__(load_corpus(corpus, gen.alphabet), length, seed, height, stats)
         self._cache: OrderedDict[int, list[WordSample]] = OrderedDict()
 
@@ -294,7 +295,8 @@ class FontLineDataset(_LineDataset):
     def __getitem__(self, i: int) -> WordSample:
         i = self._check_index(i)
         text, style, layout = self.plan(i)
-        images, xheight, baseline = self.renderer.render_words(text.split(), style)
+        images, _, _ = self.renderer.render_words(text.split(), style)
         words = [1.0 - im.astype(np.float32) / 255.0 for im in images]
-        line = compose_line(words, layout, self.stats, xheight=xheight, baseline=baseline)
+        # x-height measured as on the real lines (core band), not the font's own: gaps in the same unit
+        line = compose_line(words, layout, self.stats)
         return WordSample(to_line_tensor(line, self.height), text, f"font:{style}")
