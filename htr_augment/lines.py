@@ -300,3 +300,47 @@ class FontLineDataset(_LineDataset):
         # x-height measured as on the real lines (core band), not the font's own: gaps in the same unit
         line = compose_line(words, layout, self.stats)
         return WordSample(to_line_tensor(line, self.height), text, f"font:{style}")
+
+
+def line_grid(real_lines: str | os.PathLike, count: int = 4, height: int = 64, seed: int = 0,
+              generator=None) -> np.ndarray:
+    """uint8 image: the first `count` real lines (an LMDB) the generator can write, each
+    above a GAN line and a font line of the same text, labelled."""
+    from recognizer.segment import render_grid
+
+    from .data.dataset import LmdbWordDataset
+    from .gan.word_generator import WordGenerator
+    gen = generator if isinstance(generator, WordGenerator) else WordGenerator.load(generator)
+    real = LmdbWordDataset(real_lines, height=height)
+    picked = [k for k, t in enumerate(real.texts) if not gen.alphabet.missing(t.replace(" ", ""))][:count]
+    texts = [real.texts[k] for k in picked]
+    gan = SyntheticLineDataset(gen, texts, height=height, seed=seed)
+    fonts = FontLineDataset(texts, height=height, seed=seed)
+    rows = []
+    for j, k in enumerate(picked):
+        rows += [(to_uint8(real[k].image), f"real ({real.writers[k]}): {texts[j]}"),
+                 (to_uint8(gan[j].image), "GAN, one style for the line"), (to_uint8(fonts[j].image), "fonts")]
+    return render_grid(rows, columns=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .atomic import write_atomic
+    from .images import encode_png
+    p = argparse.ArgumentParser(prog="python -m htr_augment.lines",
+                                description="Draw real lines beside GAN and font lines of the same text.")
+    p.add_argument("--real", required=True, help="LMDB of real lines")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("-n", type=int, default=4)
+    p.add_argument("--height", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", help="GAN weights (default: the shipped ones)")
+    args = p.parse_args(argv)
+    write_atomic(args.out, encode_png(line_grid(args.real, args.n, args.height, args.seed, args.checkpoint)))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
