@@ -88,9 +88,50 @@ def _regime_title(reg: dict) -> str:
             f"{_count(reg['real_train_samples'], 'real training sample')}")
 
 
+def _segmentation_text(seg: dict | None) -> str | None:
+    if not seg or not seg.get("segmented"):
+        return None
+    splits = "; ".join(f"{k} {v['words']:,} words from {v['lines_kept']:,} of {v['lines']:,} lines"
+                       for k, v in seg["splits"].items())
+    how = f"reused from `{seg['dir']}`" if seg.get("reused") else f"in {_minutes(seg['seconds'])}"
+    return (f"Words: the lines cut by the line recognizer `{seg['segmenter']}` (SHA-256 "
+            f"`{seg['key']['segmenter_sha256']}`), {how}: {splits}.")
+
+
+def _reference_text(ref: dict | None) -> str | None:
+    if not ref:
+        return None
+    if "error" in ref:
+        return f"Reference recognizer `{ref['name']}` left out: {ref['error']}"
+    lo, hi = ref["cer_ci95"]
+    return (f"For reference, `{ref['name']}` (a larger word recognizer trained on every training writer, "
+            f"{ref['steps']:,} steps) reads the same {ref['samples']:,} test words at CER {_pct(ref['cer'])} "
+            f"[{100 * lo:.2f}, {100 * hi:.2f}], WER {_pct(ref['wer'])}.")
+
+
+def _wall_text(rep: dict) -> str | None:
+    w = rep.get("wall_s")
+    if not w:
+        return None
+    return (f"Wall time of this invocation: {_minutes(w['study'])} (data {_minutes(w['data'])}, runs "
+            f"{_minutes(w['runs'])}; runs finished before and reused caches cost nothing here).")
+
+
+def validation_curves(reg: dict, arm: str = "baseline") -> tuple[list[str], list[list[str]]]:
+    """(header, rows): validation CER by step, one column per seed of `arm` (empty if none was logged)."""
+    runs = [r for r in reg["arms"].get(arm, {}).get("runs", []) if r.get("val_curve")]
+    if not runs:
+        return [], []
+    steps = sorted({int(s) for r in runs for s, _ in r["val_curve"]})
+    by_seed = [{int(s): c for s, c in r["val_curve"]} for r in runs]
+    header = ["step"] + [f"val CER, seed {r['seed']}" for r in runs]
+    return header, [[f"{s:,}"] + [_pct(c.get(s)) if s in c else "" for c in by_seed] for s in steps]
+
+
 def _intro(rep: dict) -> list[str]:
     p, d, syn, cache = rep["protocol"], rep["data"], rep["synthetic"], rep["cache"]
-    lines = [f"Arms: {', '.join(p['arms'])}."]
+    lines = [f"Level: {p.get('level', 'lines')}. Arms: {', '.join(p['arms'])}."]
+    lines += [t for t in (_segmentation_text(rep.get("segmentation")), _wall_text(rep)) if t]
     if syn["sources"]:
         lines.append(f"Synthetic sources: {'; '.join(_sources_text(syn))}; {syn['ratio']:.0%} of each batch in every "
                      f"synthetic arm (gan+fonts: half of it from each); {syn['pool']:,} cached words per source and "
@@ -106,7 +147,8 @@ def _intro(rep: dict) -> list[str]:
               + (f"{_count(d['val']['samples'], 'sample')} from {_count(d['val']['writers'], 'writer')}."
                  if d["val"] else "none."),
               f"Metrics: {p['metric']}."]
-    return lines
+    ref = _reference_text(rep.get("reference"))
+    return lines + ([ref] if ref else [])
 
 
 def _outro(rep: dict) -> list[str]:
@@ -126,6 +168,10 @@ def markdown(rep: dict) -> str:
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
         if reg["writer_ids"]:
             lines += ["", f"Writers kept: {', '.join(reg['writer_ids'])}."]
+        vh, vrows = validation_curves(reg)
+        if vrows:
+            lines += ["", "The baseline's validation CER along training:", "",
+                      "| " + " | ".join(vh) + " |", "|" + "---|" * len(vh)] + ["| " + " | ".join(r) + " |" for r in vrows]
         for pool in reg["pools"].values():
             lines += ["", f"Synthetic words, {_pool_text(pool)}."]
         for arm, grid in reg["grids"].items():
@@ -165,6 +211,12 @@ def html_page(rep: dict, out: Path) -> str:
                      + "</table>")
         if reg["writer_ids"]:
             parts.append(f"<p>Writers kept: {e(', '.join(reg['writer_ids']))}.</p>")
+        vh, vrows = validation_curves(reg)
+        if vrows:
+            parts.append("<p>The baseline's validation CER along training:</p>"
+                         "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in vh) + "</tr>"
+                         + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in vrows)
+                         + "</table>")
         parts += [f"<p>Synthetic words, {_code(_pool_text(pool))}.</p>" for pool in reg["pools"].values()]
         for arm, grid in reg["grids"].items():
             parts.append(f"<figure><img alt='{e(arm)} synthetic words' src='{_embedded_png(out / grid)}'>"

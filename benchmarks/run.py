@@ -1,8 +1,16 @@
 """Does mixing synthetic words into every batch make the recognizer better on unseen writers?
 
-    python -m benchmarks.run --generator runs/gan/last.pt                        # CPU defaults, all four arms
-    python -m benchmarks.run --arms baseline,fonts --data words/                 # two arms, word LMDBs
+    python -m benchmarks.run --synthetic-ratio 0.5                               # the word study, 2 CPU cores
+    python -m benchmarks.run --arms baseline,fonts --data data/words             # two arms, word LMDBs
+    python -m benchmarks.run --level lines                                       # the line study
     python -m benchmarks.run --config configs/benchmark/gpu.toml --generator G.pt # the full study
+
+Levels (--level; default: the config's, words for the default configs/benchmark/cpu_words.toml):
+  words   the GAN's domain. --data (default ../shared/data/copiste) is built into line LMDBs,
+          which the shipped line recognizer (--segmenter, default copiste-lines) cuts into
+          words by forced alignment, once: OUT/data/words-HASH/ (keyed by the segmenter's
+          SHA-256 and the line LMDBs), reused on rerun. Word LMDBs given as --data are used as they are.
+  lines   whole lines (configs/benchmark/cpu.toml when --level lines is given without --config).
 
 Arms (--arms, a comma list; default: the config's `arms`, "baseline,fonts,gan,gan+fonts"):
   baseline    real data only (ratio 0); always run, every other arm is compared with it
@@ -54,6 +62,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from htr_augment.alphabet import Alphabet
 from htr_augment.atomic import write_atomic
@@ -61,17 +70,18 @@ from htr_augment.config import load_config, merge
 from htr_augment.data import LmdbWordDataset
 from htr_augment.data.build_lmdb import BuildOptions, build
 from htr_augment.data.credit import data_credit
-from htr_augment.data.lmdb_format import open_shared, partial_path, read_meta
+from htr_augment.data.lmdb_format import label_key, open_shared, partial_path, read_meta, read_num_samples
 from htr_augment.data.sources import read_tsv
 from htr_augment.images import encode_png, to_uint8
 from htr_augment.lexicon import load_lexicon
 from htr_augment.mixing import MixedDataset, MixingBatchSampler
 from htr_augment.synthetic_cache import InterleavedDataset, WordCache, cached_words
-from htr_augment.training import select_device
-from htr_augment.training.checkpoint import file_sha256
+from htr_augment.training import read_metrics_csv, select_device
+from htr_augment.training.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from recognizer.config import load_recognizer_config, make_config
 from recognizer.evaluate import bootstrap_ci, evaluate
 from recognizer.model import load_recognizer
+from recognizer.pretrained import is_pretrained
 from recognizer.report import write_report
 from recognizer.train import RUNTIME_KEYS, load_datasets, train
 
@@ -80,7 +90,10 @@ from .report import write_reports
 log = logging.getLogger("benchmarks.run")
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = REPO / "configs" / "benchmark" / "cpu.toml"
+LEVELS = ("words", "lines")
+DEFAULT_CONFIGS = {"words": REPO / "configs" / "benchmark" / "cpu_words.toml",
+                   "lines": REPO / "configs" / "benchmark" / "cpu.toml"}
+DEFAULT_CONFIG = DEFAULT_CONFIGS["words"]
 DEFAULT_DATA = Path(os.environ.get("HTR_COPISTE", REPO.parent / "shared" / "data" / "copiste"))
 # Arms and the synthetic sources each mixes in (gan+fonts: interleaved, half of the synthetic share each).
 ARM_SOURCES: dict[str, tuple[str, ...]] = {"baseline": (), "fonts": ("fonts",), "gan": ("gan",),
@@ -94,6 +107,10 @@ GRID_WORDS = 16  # synthetic words drawn per arm and regime in report.html
 # Top-level keys of a benchmark TOML (configs/benchmark/*.toml); the command line overrides them.
 DEFAULTS: dict[str, Any] = {
     "recognizer": "../recognizer/tiny.toml",  # recognizer config, relative to the benchmark TOML
+    "level": "words",           # words: lines cut into words by `segmenter` first; lines: as they are
+    "segmenter": "copiste-lines",  # line recognizer (shipped name or checkpoint) that cuts the words
+    "segment_min_score": -1.0,  # lines whose alignment scores lower are left out (recognizer.segment --min-score)
+    "reference": "copiste-words",  # a recognizer trained on all writers, tested on the same words ("": none)
     "steps": 600,               # optimizer steps per run, the same for every arm
     "seeds": 1,                 # runs per arm: train.seed, train.seed + 1, ...
     "regime": "both",           # low | full | both
@@ -149,6 +166,8 @@ def parse_arms(value: str | list[str]) -> list[str]:
 def check_settings(s: dict, config: dict) -> None:
     """Checks `s` and normalises s["arms"] to a list of ARMS."""
     s["arms"] = parse_arms(s["arms"])
+    if s["level"] not in LEVELS:
+        raise BenchmarkError(f"--level must be one of {', '.join(LEVELS)}, got {s['level']!r}")
     if s["regime"] not in REGIMES:
         raise BenchmarkError(f"--regime must be one of {', '.join(REGIMES)}, got {s['regime']!r}")
     if s["evaluate"] not in ("best", "last"):
@@ -267,6 +286,59 @@ def check_unseen(test: LmdbWordDataset, others: list[LmdbWordDataset | None]) ->
                                  f"{', ...' if len(shared) > 5 else ''}): the test writers must be unseen")
 
 
+# -- words: lines cut by the shipped line recognizer --------------------------------------------
+
+def is_word_lmdb(path: Path, probe: int = 500) -> bool:
+    """Words (recognizer.segment's output, or no label with a space among the first `probe`), not lines."""
+    if "segmentation" in _meta(path):
+        return True
+    with open_shared(path).begin() as txn:
+        n = min(probe, read_num_samples(txn, path))
+        return not any(" " in txn.get(label_key(i)).decode("utf-8") for i in range(1, n + 1))
+
+
+def word_splits(splits: Splits, segmenter: str, cache: Path, device: torch.device, min_score: float = -1.0,
+                progress: bool = True) -> tuple[Splits, dict]:
+    """The splits as words: word LMDBs as they are; line LMDBs cut by `segmenter` (a shipped name
+    or a checkpoint) once into cache/words-HASH/, named by the segmenter's SHA-256, the line
+    LMDBs and the segmentation options, and reused by every later run with the same inputs."""
+    from recognizer.pretrained import resolve
+    from recognizer.segment import SegmentOptions, segment_lines
+
+    lines = {k: p for k, p in (("train", splits.train), ("val", splits.val), ("test", splits.test)) if p}
+    if all(is_word_lmdb(p) for p in lines.values()):
+        return splits, {"segmented": False, "note": "word LMDBs given: used as they are"}
+    weights = resolve(segmenter)  # PretrainedError naming the missing file and the command that makes it
+    opts = SegmentOptions(min_score=float(min_score))
+    key = {"segmenter_sha256": file_sha256(weights), "options": opts.fingerprint(),
+           "lines": {k: lmdb_identity(p) for k, p in lines.items()}}
+    folder = cache / f"words-{_sha256_text(json.dumps(key, sort_keys=True))[:16]}"
+    info_path = folder / "segmentation.json"
+    if info_path.is_file() and all(_is_lmdb(folder / f"{k}.lmdb") for k in lines):
+        info = {**json.loads(info_path.read_text(encoding="utf-8")), "reused": True}
+        log.info("words cut by %s before, reused: %s", segmenter, folder)
+    else:
+        model, alphabet, config = load_recognizer(weights, device)
+        info = {"segmented": True, "segmenter": segmenter, "segmenter_file": str(weights), "key": key,
+                "dir": str(folder), "splits": {}, "reused": False}
+        for split, path in lines.items():
+            out, t0 = folder / f"{split}.lmdb", time.perf_counter()
+            if not _is_lmdb(out):  # an earlier, interrupted pass may have finished some splits
+                report = segment_lines(model, alphabet, path, out, opts, height=config["data"]["height"],
+                                       device=device, checkpoint=f"{segmenter} (SHA-256 {key['segmenter_sha256']})",
+                                       resume=partial_path(out).is_dir(), progress=progress)
+                if report.words == 0:
+                    raise BenchmarkError(f"{path}: the segmenter {segmenter} cut no word from its lines "
+                                         f"(rejects: {report.rejects_path})")
+            counts = _meta(out)["counts"]
+            info["splits"][split] = {"lines": counts["lines"], "lines_kept": counts["lines_kept"],
+                                     "words": counts["words"], "seconds": time.perf_counter() - t0}
+        info["seconds"] = sum(v["seconds"] for v in info["splits"].values())
+        _write_json(info_path, info)  # last: its presence marks the cut complete
+    got = {k: folder / f"{k}.lmdb" for k in lines}
+    return Splits(f"{splits.origin}, cut into words by {segmenter}", got["train"], got.get("val"), got["test"]), info
+
+
 # -- shared state -----------------------------------------------------------------------------
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -294,6 +366,28 @@ class Context:
     test: LmdbWordDataset
     splits: Splits
     progress: bool
+    study: StudyProgress | None = None
+
+
+class StudyProgress:
+    """One bar over every training step of the study (runs finished before count as done), with
+    an ETA at the study's average rate so far (test passes and validation included)."""
+
+    def __init__(self, runs: int, steps: int, done: int, enabled: bool):
+        self.runs, self.index, self.seen = runs, 0, 0
+        self.bar = tqdm(total=runs * steps, initial=done * steps, unit="step", desc="benchmark", smoothing=0,
+                        dynamic_ncols=True, disable=not enabled)
+
+    def start(self, what: str) -> None:
+        self.index, self.seen = self.index + 1, 0
+        self.bar.set_description(f"benchmark, run {self.index}/{self.runs} ({what})")
+
+    def step(self, step: int) -> None:
+        self.bar.update(step - self.seen)  # a resumed run's first call covers its earlier steps
+        self.seen = step
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 @dataclass
@@ -439,18 +533,25 @@ def pool_key(source: Source, words: list[str], settings: dict, height: int) -> d
             "seed": int(settings["synthetic_seed"]), "height": height}
 
 
+def cache_source_words(source: Source, words: list[str], settings: dict, height: int, cache_dir: Path,
+                       device: torch.device, num_workers: int, progress: bool = True) -> WordCache:
+    """`settings["synthetic_pool"]` words of `source` from `words`, cached once under `cache_dir`
+    (named by pool_key), reused by every seed, arm, rerun and benchmarks.synthetic_speed."""
+    key = pool_key(source, words, settings, height)
+    # A GAN on a GPU generates fastest in this process; on a CPU, in the training's DataLoader workers.
+    on_gpu = source.kind == "gan" and device.type == "cuda"
+    gen_device = str(device) if on_gpu else "cpu"
+    return cached_words(lambda: source.dataset(words, key["count"], key["seed"], height, gen_device), key,
+                        cache_dir, prefix=source.kind, num_workers=0 if on_gpu else num_workers, progress=progress,
+                        description=f"benchmarks.run synthetic words: {source.describe()}", credit=source.credit)
+
+
 def build_pool(ctx: Context, regime: Regime, source: Source) -> Pool:
     """The regime's cached words of `source`: built once under OUT/cache, reused by every seed, arm and rerun."""
-    s, height = ctx.settings, ctx.config["data"]["height"]
+    height = ctx.config["data"]["height"]
     words = synthetic_words(source, regime.real, ctx.alphabet)
-    key = pool_key(source, words, s, height)
-    # A GAN on a GPU generates fastest in this process; on a CPU, in the training's DataLoader workers.
-    on_gpu = source.kind == "gan" and ctx.device.type == "cuda"
-    workers = 0 if on_gpu else ctx.config["train"]["num_workers"]
-    device = str(ctx.device) if on_gpu else "cpu"
-    cache = cached_words(lambda: source.dataset(words, key["count"], key["seed"], height, device), key,
-                         ctx.out / "cache", prefix=source.kind, num_workers=workers, progress=ctx.progress,
-                         description=f"benchmarks.run synthetic words: {source.describe()}", credit=source.credit)
+    cache = cache_source_words(source, words, ctx.settings, height, ctx.out / "cache", ctx.device,
+                               ctx.config["train"]["num_workers"], ctx.progress)
     return Pool(source, cache, len(words), LmdbWordDataset(cache.path, height=height, alphabet=ctx.alphabet))
 
 
@@ -505,10 +606,22 @@ def _finished_run(run_dir: Path, fingerprint: dict) -> dict | None:
     return None
 
 
+def run_path(ctx: Context, regime: Regime, arm: Arm, seed: int) -> Path:
+    return ctx.out / "runs" / regime.name / arm.dirname / f"seed{seed}"
+
+
+def validation_curve(run_dir: Path) -> list[list[float]]:
+    """[[step, validation CER], ...] of a run, from its metrics.csv (empty without validation data)."""
+    path = run_dir / "metrics.csv"
+    return [[step, cer] for step, cer in read_metrics_csv(path).get("val/cer", [])] if path.is_file() else []
+
+
 def run_one(ctx: Context, regime: Regime, arm: Arm, seed: int, pools: dict[str, Pool]) -> dict:
     """Train (or resume, or skip) and test one arm at one seed; returns its result.json record."""
     s = ctx.settings
-    run_dir = ctx.out / "runs" / regime.name / arm.dirname / f"seed{seed}"
+    run_dir = run_path(ctx, regime, arm, seed)
+    if ctx.study:
+        ctx.study.start(f"{regime.kind}, {arm.name}, seed {seed}")
     config = copy.deepcopy(ctx.config)
     config["train"].update(seed=seed, max_steps=int(s["steps"]))
     fingerprint = run_fingerprint(ctx, regime, arm, pools, config)
@@ -521,13 +634,15 @@ def run_one(ctx: Context, regime: Regime, arm: Arm, seed: int, pools: dict[str, 
     mixed = MixedDataset(regime.real, arm_dataset(arm, pools))
     sampler = MixingBatchSampler(mixed, tc["batch_size"], arm.ratio, seed=seed)
     log.info("%s: training %s, %d steps", run_dir, arm.label, tc["max_steps"])
+    study = ctx.study
     timing_path = run_dir / "timing.json"
     timing = json.loads(timing_path.read_text(encoding="utf-8")) if timing_path.is_file() \
         else {"train_s": 0.0, "sessions": 0}
     t0 = time.perf_counter()
     try:
         result = train(config, mixed, ctx.val, run_dir, alphabet=ctx.alphabet, device=ctx.device, resume=True,
-                       batch_sampler=sampler, progress=ctx.progress)
+                       batch_sampler=sampler, progress=ctx.progress and study is None,
+                       on_step=study.step if study else None)
     finally:  # an interrupted session's time counts too
         timing = {"train_s": timing["train_s"] + time.perf_counter() - t0, "sessions": timing["sessions"] + 1}
         _write_json(timing_path, timing)
@@ -537,14 +652,14 @@ def run_one(ctx: Context, regime: Regime, arm: Arm, seed: int, pools: dict[str, 
     t1 = time.perf_counter()
     model, alphabet, _ = load_recognizer(ckpt, ctx.device)
     ev = evaluate(model, alphabet, ctx.test, batch_size=int(s["eval_batch_size"]), device=ctx.device,
-                  bootstrap=int(s["bootstrap"]), checkpoint=str(ckpt), progress=ctx.progress)
+                  bootstrap=int(s["bootstrap"]), checkpoint=str(ckpt), progress=ctx.progress and study is None)
     write_report(ev, run_dir / "test")  # the full per-run report; test/samples.csv has every sample
     record = {
         "fingerprint": fingerprint, "regime": regime.kind, "arm": arm.name, "arm_dir": arm.dirname, "seed": seed,
         "dir": str(run_dir), "steps": result.step, "checkpoint": str(ckpt), "train_wall_s": timing["train_s"],
         "train_sessions": timing["sessions"], "eval_wall_s": time.perf_counter() - t1,
         "real_train_samples": len(regime.real), "test_samples": len(ev.samples),
-        "cer": ev.cer, "wer": ev.wer,
+        "cer": ev.cer, "wer": ev.wer, "val_curve": validation_curve(run_dir),
         "references_sha256": _sha256_text("\n".join(x.reference for x in ev.samples)),
         "per_sample": {"char_errors": [x.char_errors for x in ev.samples], "chars": [x.length for x in ev.samples],
                        "word_errors": [x.word_errors for x in ev.samples], "words": [x.words for x in ev.samples]},
@@ -557,8 +672,13 @@ def run_one(ctx: Context, regime: Regime, arm: Arm, seed: int, pools: dict[str, 
 # -- aggregation ----------------------------------------------------------------------------
 #
 # report.json (rates are fractions; *_diff_mean = the arm minus the arm compared with, averaged over seeds):
-#   protocol   {arms, recognizer_config, steps, batch_size, seeds, evaluated_checkpoint, device, metric, bootstrap}
+#   protocol   {level, arms, recognizer_config, steps, batch_size, seeds, evaluated_checkpoint, device, metric,
+#               bootstrap}
 #   data       {origin, train, val, test: {path, samples, writers}, credit}
+#   segmentation  null (lines, or word LMDBs given) or {segmented, segmenter, segmenter_file, key, dir, reused,
+#               seconds, splits: {SPLIT: {lines, lines_kept, words, seconds}}}
+#   reference  null or {name, file, sha256, test, cer, wer, cer_ci95, wer_ci95, samples, steps, ...} (or {name, error})
+#   wall_s     {study, data, runs, note}: this invocation's wall time
 #   synthetic  {ratio, pool, pool_seed, lexicon, generator, generator_sha256, sources: {gan|fonts: {...}}}
 #   cache      {dir, caches, built_this_run, build_s_this_run, build_s_all}
 #   regimes[REGIME] = {kind, dir, writer_ids, real_train_samples, real_train_writers, lexicon_words: {SOURCE: n},
@@ -569,7 +689,8 @@ def run_one(ctx: Context, regime: Regime, arm: Arm, seed: int, pools: dict[str, 
 #               cer_relative_change, cer_reference, wer_diff_mean, wer_ci95, wer_relative_change,
 #               wer_reference, seeds_paired},
 #           steps, wall_s (mean per run, training + test), wall_s_total, synthetic_per_batch,
-#           synthetic_words (distinct cached words it mixes in), runs: [{seed, dir, ..., skipped}]}}
+#           synthetic_words (distinct cached words it mixes in),
+#           runs: [{seed, dir, ..., skipped, val_curve: [[step, validation CER], ...]}]}}
 
 METRICS = (("cer", "char_errors", "chars"), ("wer", "word_errors", "words"))
 BOOTSTRAP_METHOD = ("paired percentile bootstrap over test samples (same resample for both arms and every seed), "
@@ -628,8 +749,9 @@ def summarize_arm(arm: Arm, records: list[dict], pools: dict[str, Pool], batch_s
             "steps": steps[0] if len(steps) == 1 else steps, "wall_s": statistics.fmean(walls),
             "wall_s_total": sum(walls), "synthetic_per_batch": round(arm.ratio * batch_size),
             "synthetic_words": len(arm_dataset(arm, pools)),
-            "runs": [{k: r[k] for k in ("seed", "dir", "steps", "checkpoint", "train_wall_s", "eval_wall_s",
-                                         "train_sessions", "cer", "wer", "skipped")} for r in records]}
+            "runs": [{**{k: r[k] for k in ("seed", "dir", "steps", "checkpoint", "train_wall_s", "eval_wall_s",
+                                           "train_sessions", "cer", "wer", "skipped")},
+                      "val_curve": r.get("val_curve", [])} for r in records]}
 
 
 def summarize_regime(arms: list[Arm], records: dict[str, list[dict]], pools: dict[str, Pool], batch_size: int,
@@ -710,13 +832,45 @@ def describe_synthetic(settings: dict, sources: dict[str, Source], lexicon: str 
             "sources": {kind: src.describe() for kind, src in sources.items()}}
 
 
+def reference_result(ctx: Context, name: str) -> dict | None:
+    """A recognizer trained on every training writer (e.g. copiste-words), tested on the study's
+    test words: what the low-resource arms are short of. Cached in OUT/reference-HASH.json."""
+    from recognizer.pretrained import resolve
+    try:
+        weights = resolve(name)
+    except CheckpointError as e:
+        log.warning("reference recognizer left out: %s", e)
+        return {"name": name, "error": str(e)}
+    key = {"sha256": file_sha256(weights), "test": lmdb_identity(ctx.splits.test),
+           "bootstrap": int(ctx.settings["bootstrap"])}
+    path = ctx.out / f"reference-{_sha256_text(json.dumps(key, sort_keys=True))[:16]}.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    model, alphabet, config = load_recognizer(weights, ctx.device)
+    test = LmdbWordDataset(ctx.splits.test, height=config["data"]["height"])
+    ev = evaluate(model, alphabet, test, batch_size=int(ctx.settings["eval_batch_size"]), device=ctx.device,
+                  bootstrap=int(ctx.settings["bootstrap"]))
+    ckpt = load_checkpoint(weights, kind="recognizer")
+    result = {"name": name, "file": str(weights), **key, "cer": ev.cer, "wer": ev.wer, "cer_ci95": list(ev.ci["cer"]),
+              "wer_ci95": list(ev.ci["wer"]), "samples": len(ev.samples), "steps": ckpt["step"],
+              "training_samples_note": "every training writer" if is_pretrained(name) else "see its checkpoint"}
+    _write_json(path, result)
+    return result
+
+
 def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
+    started = time.perf_counter()
     settings, config = _settings_from_args(args)
     out = out_dir(args)
     arms, sources = make_arms(settings, args.generator, args.lexicon)
     progress = not args.no_progress
-    splits = resolve_data(args.data or DEFAULT_DATA, out / "data", progress)
     device = select_device(settings["device"])
+    splits = resolve_data(args.data or DEFAULT_DATA, out / "data", progress)
+    segmentation = None
+    if settings["level"] == "words":
+        splits, segmentation = word_splits(splits, args.segmenter or settings["segmenter"], out / "data", device,
+                                           settings["segment_min_score"], progress)
+    data_s = time.perf_counter() - started
     full, val, alphabet = load_datasets(config, [str(splits.train)], str(splits.val) if splits.val else None)
     test = LmdbWordDataset(splits.test, height=config["data"]["height"])  # every label: unwritable ones count
     if len(test) == 0 or len(full) == 0:
@@ -726,16 +880,27 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
     regimes = make_regimes(ctx, full)
     prepared = [prepare_pools(ctx, regime, arms, sources) for regime in regimes]  # every cache before any run
     seeds = [config["train"]["seed"] + i for i in range(int(settings["seeds"]))]
-    report_regimes = {regime.kind: run_regime(ctx, regime, arms, seeds, pools, grids)
-                      for regime, (pools, grids) in zip(regimes, prepared)}
+    reference_name = settings["reference"] if settings["level"] == "words" else ""
+    reference = reference_result(ctx, reference_name) if reference_name else None
+    plan = [run_path(ctx, regime, arm, seed) for regime in regimes for seed in seeds for arm in arms]
+    ctx.study = StudyProgress(len(plan), int(settings["steps"]), sum((p / "result.json").is_file() for p in plan),
+                              progress)
+    runs_started = time.perf_counter()
+    try:
+        report_regimes = {regime.kind: run_regime(ctx, regime, arms, seeds, pools, grids)
+                          for regime, (pools, grids) in zip(regimes, prepared)}
+    finally:
+        ctx.study.close()
+    runs_s = time.perf_counter() - runs_started
 
     credit = data_credit(full.meta) or data_credit(test.meta)
     return {
         "title": "Synthetic-data benchmark",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m benchmarks.run", *argv]),
-        "config": str(Path(args.config).resolve()),
-        "protocol": {"arms": [arm.name for arm in arms], "recognizer_config": settings["recognizer"],
+        "config": str(config_path(args).resolve()),
+        "protocol": {"level": settings["level"], "arms": [arm.name for arm in arms],
+                     "recognizer_config": settings["recognizer"],
                      "steps": int(settings["steps"]), "batch_size": config["train"]["batch_size"], "seeds": seeds,
                      "evaluated_checkpoint": "lowest validation CER" if settings["evaluate"] == "best" and val
                      else "last", "device": str(device),
@@ -748,6 +913,10 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
                  "test": _dataset_info(test), "credit": credit},
         "synthetic": describe_synthetic(settings, sources, args.lexicon),
         "cache": cache_summary(out, [pools for pools, _ in prepared]),
+        "segmentation": segmentation,
+        "reference": reference,
+        "wall_s": {"study": time.perf_counter() - started, "data": data_s, "runs": runs_s,
+                   "note": "this invocation only: runs finished before and caches reused cost nothing here"},
         "regimes": report_regimes,
     }
 
@@ -758,9 +927,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=str(DEFAULT_CONFIG),
-                   help="benchmark TOML: configs/benchmark/cpu.toml (default; smoke scale on 2 CPU cores) or "
-                        "gpu.toml (the full study). Flags below override it")
+    p.add_argument("--config", help="benchmark TOML: configs/benchmark/cpu_words.toml (default: the word study "
+                   "on 2 CPU cores, within 45 minutes), cpu.toml (the default with --level lines) or gpu.toml "
+                   "(the full study). Flags below override it")
+    p.add_argument("--level", choices=LEVELS, help="words: cut the lines into words with --segmenter first "
+                   "(default); lines: train and test on whole lines")
+    p.add_argument("--segmenter", metavar="NAME|CKPT", help="line recognizer that cuts the words (default: the "
+                   "config's, copiste-lines, shipped in the package)")
+    p.add_argument("--reference", metavar="NAME|CKPT", help="recognizer trained on all writers, tested on the same "
+                   "words for comparison (default: the config's, copiste-words; '' for none)")
     p.add_argument("--arms", metavar="ARM,...", help=f"arms to run side by side, a comma list of {', '.join(ARMS)} "
                    "(config default: all four; the baseline always runs)")
     p.add_argument("--synthetic-source", choices=SOURCES,
@@ -802,9 +977,10 @@ def _arms_from_args(args: argparse.Namespace) -> str | None:
 
 
 def _settings_from_args(args: argparse.Namespace) -> tuple[dict, dict]:
-    settings, config = load_settings(args.config)
+    settings, config = load_settings(config_path(args))
     overrides = {"arms": _arms_from_args(args)}
-    overrides.update({key: getattr(args, key) for key in ("synthetic_ratio", "synthetic_pool", "seeds", "steps",
+    overrides.update({key: getattr(args, key) for key in ("level", "reference", "synthetic_ratio", "synthetic_pool",
+                                                          "seeds", "steps",
                                                           "regime", "writers", "writer_seed", "device", "bootstrap")})
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.num_workers is not None:
@@ -813,8 +989,13 @@ def _settings_from_args(args: argparse.Namespace) -> tuple[dict, dict]:
     return settings, config
 
 
+def config_path(args: argparse.Namespace) -> Path:
+    """--config, else the default of --level (words unless given)."""
+    return Path(args.config) if args.config else DEFAULT_CONFIGS[args.level or "words"]
+
+
 def out_dir(args: argparse.Namespace) -> Path:
-    return Path(args.out or Path("runs") / "benchmark" / Path(args.config).stem)
+    return Path(args.out or Path("runs") / "benchmark" / config_path(args).stem)
 
 
 def main(argv: list[str] | None = None) -> int:

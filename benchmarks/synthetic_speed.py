@@ -1,17 +1,20 @@
 """How fast are generated words, and how much do they slow recognizer training down?
 
-    python -m benchmarks.synthetic_speed --generator runs/gan/last.pt
-    python -m benchmarks.synthetic_speed --generator G.pt --config configs/benchmark/gpu.toml
+    python -m benchmarks.synthetic_speed                          # the default word study's data
+    python -m benchmarks.synthetic_speed --data data/words --generator G.pt
+    python -m benchmarks.synthetic_speed --config configs/benchmark/gpu.toml
 
 (a) Words per second of SyntheticWordDataset through a DataLoader: on the CPU in the
     config's DataLoader workers (as training reads them), and on CUDA in the main process
-    when a GPU is available.
-(b) The recognizer's training-step time at the synthetic ratio (default: the config's, 0.5)
-    divided by its step time at ratio 0: one model, one batch size, the same real data
-    through MixingBatchSampler, in blocks of steps that alternate between the two (and
-    swap which goes first each round) so that warm-up and drift favour neither; the
-    first round of each is not timed. A step does what recognizer.train does: read and
-    augment the batch, forward, CTC loss, backward, clip, AdamW. Aim: at most 1.15.
+    when a GPU is available. This is the rate at which the benchmark's cache is built.
+(b) The cache, as benchmarks.run builds it (OUT/cache, the same key: generator SHA-256,
+    lexicon, count, seed, height), with its build time reported apart; reused on rerun.
+(c) The recognizer's training-step time at the synthetic ratio (default: the config's, 0.5)
+    with the cached words divided by its step time at ratio 0: one model, one batch size,
+    the same real data through MixingBatchSampler, in blocks of steps that alternate between
+    the two (and swap which goes first each round) so that warm-up and drift favour
+    neither; the first round of each is not timed. A step does what recognizer.train does:
+    read and augment the batch, forward, CTC loss, backward, clip, AdamW. Aim: at most 1.15.
 
 The numbers are printed as measured; nothing is asserted.
 """
@@ -38,8 +41,8 @@ from recognizer.augment import AugmentedDataset, Augmenter
 from recognizer.losses import ctc_losses
 from recognizer.model import CRNN
 
-from .run import (DEFAULT_CONFIG, DEFAULT_DATA, BenchmarkError, load_settings, make_source, resolve_data,
-                  synthetic_words)
+from .run import (DEFAULT_CONFIG, DEFAULT_DATA, BenchmarkError, cache_source_words, load_settings, make_source,
+                  resolve_data, synthetic_words, word_splits)
 
 AIM = 1.15
 
@@ -114,8 +117,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "DataLoader workers, ratio (default %(default)s)")
     p.add_argument("--data", metavar="DIR",
                    help=f"real training data, as benchmarks.run --data (default {DEFAULT_DATA})")
-    p.add_argument("--cache", metavar="DIR", help="where LMDBs built from a TSV dataset go (default: "
-                   "benchmarks.run's, runs/benchmark/<config name>/data)")
+    p.add_argument("--out", metavar="DIR", help="benchmark folder whose data/ and cache/ are used and filled "
+                   "(default: benchmarks.run's, runs/benchmark/<config name>)")
+    p.add_argument("--pool", type=int, default=2000, help="synthetic words cached for (b) and (c) (default "
+                   "%(default)s; the step time does not depend on it)")
     p.add_argument("--ratio", type=float, help="synthetic fraction of each batch (default: the config's)")
     p.add_argument("--steps", type=int, default=60, help="timed steps per arm (default %(default)s)")
     p.add_argument("--block", type=int, default=10,
@@ -125,8 +130,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-workers", type=int, help="DataLoader workers (default: the config's train.num_workers)")
     p.add_argument("--json", metavar="FILE", help="also write the numbers to FILE (JSON)")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.block < 1 or args.words < 1:
-        p.error("--steps, --block and --words must be positive")
+    if args.steps < 1 or args.block < 1 or args.words < 1 or args.pool < 1:
+        p.error("--steps, --block, --words and --pool must be positive")
     return args
 
 
@@ -140,8 +145,12 @@ def run(args: argparse.Namespace) -> dict:
         raise BenchmarkError(f"--ratio {ratio} x batch size {batch}: need between 1 and {batch - 1} synthetic "
                              "samples per batch")
     source = make_source("gan", args.generator, None, alternatives="")
-    cache = Path(args.cache or Path("runs") / "benchmark" / Path(args.config).stem / "data")
-    splits = resolve_data(args.data or DEFAULT_DATA, cache, progress=False)
+    out = Path(args.out or Path("runs") / "benchmark" / Path(args.config).stem)
+    device = select_device(args.device or settings["device"])
+    splits = resolve_data(args.data or DEFAULT_DATA, out / "data", progress=False)
+    if settings["level"] == "words":
+        splits, _ = word_splits(splits, settings["segmenter"], out / "data", device, settings["segment_min_score"],
+                                progress=False)
     height = config["data"]["height"]
     real = LmdbWordDataset(splits.train, height=height)
     words = synthetic_words(source, real, real.alphabet)
@@ -151,15 +160,15 @@ def run(args: argparse.Namespace) -> dict:
     if torch.cuda.is_available():
         rates["cuda"] = words_per_second(gen, words, height, "cuda", 0, args.words)
 
-    device = select_device(args.device or settings["device"])
-    # The generator runs in the DataLoader workers when there are any (forked: CPU only).
-    synth = SyntheticWordDataset(gen, words, length=10 * len(real), seed=config["train"]["seed"], height=height,
-                                 device="cpu" if workers > 0 else str(device))
+    cache = cache_source_words(source, words, {**settings, "synthetic_pool": args.pool}, height, out / "cache",
+                               device, workers, progress=False)
+    synth = LmdbWordDataset(cache.path, height=height, alphabet=real.alphabet)
     times = step_times(config, real, synth, real.alphabet, ratio, device, args.steps, args.block)
     real_s, mixed_s = statistics.fmean(times["real"]), statistics.fmean(times["mixed"])
     return {"generator": gen, "generator_sha256": source.sha256, "config": str(Path(args.config).resolve()),
             "recognizer_config": settings["recognizer"], "data": str(splits.train), "height": height,
             "words_per_second": rates, "dataloader_workers": workers, "device": str(device), "batch_size": batch,
+            "cache": {"path": str(cache.path), "words": cache.words, "build_s": cache.build_s, "reused": cache.reused},
             "ratio": ratio, "timed_steps_per_arm": len(times["real"]) * args.block, "block": args.block,
             "step_s": {"real": real_s, "mixed": mixed_s}, "block_step_s": times,
             "step_time_ratio": mixed_s / real_s, "aim": AIM}
@@ -176,8 +185,11 @@ def main(argv=None) -> int:
     for dev, rate in r["words_per_second"].items():
         where = f"{r['dataloader_workers']} DataLoader worker(s)" if dev == "cpu" else "main process"
         print(f"(a) generated words/s on {dev:4s} ({where}): {rate:8.1f}")
+    c = r["cache"]
+    print(f"(b) cache of {c['words']:,} generated words: {'reused, ' if c['reused'] else ''}built in "
+          f"{c['build_s']:.1f} s ({c['path']})")
     blocks = [m / b for m, b in zip(r["block_step_s"]["mixed"], r["block_step_s"]["real"])]
-    print(f"(b) recognizer step on {r['device']}, batch {r['batch_size']}, {r['timed_steps_per_arm']} timed steps "
+    print(f"(c) recognizer step on {r['device']}, batch {r['batch_size']}, {r['timed_steps_per_arm']} timed steps "
           f"per arm: {1000 * r['step_s']['real']:.1f} ms at ratio 0, {1000 * r['step_s']['mixed']:.1f} ms at "
           f"ratio {r['ratio']:g}")
     print(f"    step-time ratio {r['ratio']:g} / 0: {r['step_time_ratio']:.3f} "
