@@ -11,8 +11,9 @@ from .conftest import REPO
 ALPHABET = Alphabet("abcdefghijklmnopqrstuvwxyzéè")
 
 
-def tiny_generator_checkpoint(path, seed=0, style_encoder=False):
-    """style_encoder=True adds an (untrained) style encoder, as checkpoints trained with [style] have."""
+def tiny_generator_checkpoint(path, seed=0, style_encoder=False, extra=None):
+    """style_encoder=True adds an (untrained) style encoder, as checkpoints trained with [style] have;
+    `extra` adds to the checkpoint's extra dict."""
     torch.manual_seed(seed)
     config = load_gan_config(REPO / "configs" / "gan" / "tiny.toml")
     gen = build_generator(config, len(ALPHABET))
@@ -23,6 +24,6 @@ def tiny_generator_checkpoint(path, seed=0, style_encoder=False):
     if style_encoder:
         models["style_encoder_ema"] = build_style_encoder(config).state_dict()
     ckpt = make_checkpoint("gan", config, ALPHABET, 0, 0, models=models,
-                           extra={"natural_px_per_char": 11.0, "data_credit": "test"})
+                           extra={"natural_px_per_char": 11.0, "data_credit": "test", **(extra or {})})
     save_checkpoint(ckpt, path)
     return path

@@ -63,10 +63,11 @@ def test_style_images_condition_the_output(gen):
 
 def test_style_is_the_mean_of_the_encoded_styles(gen):
     a, b = word("maison"), word("lac", height=48)
-    styled = gen.generate(["chat", "ville"], style=[(a, "maison"), (b, "lac")])
+    styled = gen.generate(["chat", "ville"], style=[(a, "maison"), (b, "lac")], natural_width=False)
     z = gen.encode_styles([a, b], ["maison", "lac"])
     assert z.shape == (2, gen.z_dim)
-    assert all(torch.equal(x, y) for x, y in zip(styled, gen.generate(["chat", "ville"], z=z.mean(0))))
+    assert all(torch.equal(x, y) for x, y in zip(styled, gen.generate(["chat", "ville"], z=z.mean(0),
+                                                                      natural_width=False)))
     with pytest.raises(ValueError, match="not both"):
         gen.generate(["chat"], style=[a], z=z[0])
 
@@ -157,3 +158,57 @@ def test_cli_style_errors_name_the_file(styled_ckpt, plain_ckpt, tmp_path, capsy
     with pytest.raises(SystemExit) as e:
         generate_cli(["chat", "--style", good, "--style-text", "a", "--style-text", "b"])
     assert e.value.code == 2 and "2 texts for 1 --style images" in capsys.readouterr().err
+
+
+def test_writer_widths_are_measured_per_writer():
+    from types import SimpleNamespace
+
+    from htr_augment.gan.data import writer_px_per_char
+
+    class Words(list):
+        writers = ["a"] * 6 + ["b"] * 6 + ["c"] * 2
+    # Writer a: 10 px per character, writer b: 20; c has too few words to count.
+    ds = Words([SimpleNamespace(image=torch.zeros(1, 32, 10 * n), text="x" * n, writer="a") for n in (1, 2, 3, 1, 2, 3)]
+               + [SimpleNamespace(image=torch.zeros(1, 32, 20 * n), text="x" * n, writer="b") for n in (1, 2, 3, 1, 2, 3)]
+               + [SimpleNamespace(image=torch.zeros(1, 32, 90), text="x", writer="c")] * 2)
+    assert writer_px_per_char(ds) == pytest.approx([10.0, 20.0])
+    ds.writers = [""] * len(ds)
+    assert writer_px_per_char(ds) == []  # no writer ids: nothing to measure
+
+
+def test_each_style_writes_at_its_own_width_per_character(tmp_path):
+    widths = [8.0, 9.0, 11.0, 14.0, 18.0]
+    g = WordGenerator.load(tiny_generator_checkpoint(tmp_path / "w.pt", style_encoder=True,
+                                                     extra={"writer_px_per_char": widths}))
+    text = "maison"
+    per_char = [g.generate([text], seed=s)[0].shape[-1] / len(text) for s in range(40)]
+    # One style, one width: the same seed twice, and every word of one call.
+    assert g.generate([text], seed=3)[0].shape == g.generate([text], seed=3)[0].shape
+    assert len({im.shape[-1] / len(t) for im, t in
+                zip(g.generate(["rue", "maison", "été"], seed=3), ["rue", "maison", "été"])}) == 1
+    # Styles spread over the writers' range (within rounding), not one width for all.
+    assert min(per_char) >= 8.0 - 0.2 and max(per_char) <= 18.0 + 0.2
+    assert max(per_char) - min(per_char) > 4.0
+    # Style images with their texts: the hand's own width per character.
+    img = word("maison")  # drawn at 16 px per character at height 32
+    out = g.generate(["lac"], style=[(img, "maison")])[0]
+    assert out.shape[-1] == round(3 * img.shape[-1] * g.height / img.shape[-2] / 6)
+    # Weights without stored widths keep the training words' mean width per character (11).
+    plain = WordGenerator.load(tiny_generator_checkpoint(tmp_path / "p.pt"))
+    assert {plain.generate([text], seed=s)[0].shape[-1] for s in range(5)} == {66}
+
+
+def test_export_fills_in_writer_widths_for_older_checkpoints(tmp_path, styles_lmdb, capsys):
+    from htr_augment.gan.export import export_generator
+    from htr_augment.gan.export import main as export_main
+    src = tiny_generator_checkpoint(tmp_path / "old.pt", style_encoder=True)
+    assert WordGenerator.load(src).writer_widths is None
+    export_generator(src, tmp_path / "g.pt", writer_widths=[9.0, 12.0, 15.0])
+    assert WordGenerator.load(tmp_path / "g.pt").writer_widths.tolist() == [9.0, 12.0, 15.0]
+    # Widths a checkpoint already has are kept.
+    stored = tiny_generator_checkpoint(tmp_path / "new.pt", extra={"writer_px_per_char": [10.0, 11.0]})
+    export_generator(stored, tmp_path / "g2.pt", writer_widths=[9.0, 12.0, 15.0])
+    assert WordGenerator.load(tmp_path / "g2.pt").writer_widths.tolist() == [10.0, 11.0]
+    # An LMDB without writer ids cannot give them: a clear error, nothing written.
+    assert export_main([str(src), "--out", str(tmp_path / "g3.pt"), "--writer-widths-from", str(styles_lmdb)]) == 1
+    assert "no writer ids" in capsys.readouterr().err and not (tmp_path / "g3.pt").exists()

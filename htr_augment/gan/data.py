@@ -68,3 +68,22 @@ def natural_px_per_char(dataset, limit: int = 500) -> float:
         widths += s.image.shape[-1]
         chars += len(s.text)
     return widths / max(1, chars)
+
+
+def writer_px_per_char(dataset, limit: int = 3000, min_words: int = 5) -> list[float]:
+    """Each writer's mean width per character at the dataset's height, sorted, over up to `limit`
+    words sampled evenly (writers with fewer than `min_words` of them left out). Writers differ
+    in width per character, not only in slant: WordGenerator gives each style one of these
+    widths (empty when the dataset has no writer ids)."""
+    writers = getattr(dataset, "writers", None)
+    if not writers or not any(writers):
+        return []
+    n = len(dataset)
+    sums: dict[str, list[float]] = {}
+    for i in range(0, n, max(1, n // limit)):
+        s = dataset[i]
+        acc = sums.setdefault(s.writer, [0.0, 0.0, 0])
+        acc[0] += s.image.shape[-1]
+        acc[1] += len(s.text)
+        acc[2] += 1
+    return sorted(w / c for w, c, k in sums.values() if k >= min_words and c > 0)

@@ -21,7 +21,10 @@ from ..training.checkpoint import (CheckpointError, file_sha256, load_checkpoint
                                    save_checkpoint)
 
 
-def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | None = None) -> Path:
+def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | None = None,
+                     writer_widths: list[float] | None = None) -> Path:
+    """The small weights file; `writer_widths` (data.writer_px_per_char of the training words)
+    fills in what checkpoints of older trainers lack, for per-style word widths."""
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint, map_location="cpu", kind="gan")
     models = ckpt["models"]
@@ -33,6 +36,8 @@ def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | No
     extra.update(source_checkpoint=checkpoint.name, source_sha256=file_sha256(checkpoint), weights=key)
     if metrics is not None:
         extra["metrics"] = metrics
+    if writer_widths is not None and not extra.get("writer_px_per_char"):
+        extra["writer_px_per_char"] = list(writer_widths)
     kept = {"generator_ema": models[key]}
     e_key = "style_encoder_ema" if "style_encoder_ema" in models else "style_encoder"
     if e_key in models:  # writes in the hand of real word images (WordGenerator.generate(style=...))
@@ -48,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("checkpoint", help="GAN training checkpoint (runs/NAME/last.pt)")
     p.add_argument("--out", required=True, help="where to write the generator weights")
     p.add_argument("--metrics", help="report.json of python -m htr_augment.gan.evaluate, stored with the weights")
+    p.add_argument("--writer-widths-from", metavar="LMDB",
+                   help="the GAN's training words: store their writers' widths per character when the "
+                        "checkpoint lacks them (trained before per-style widths), so styles differ in width")
     args = p.parse_args(argv)
     metrics = None
     if args.metrics:
@@ -56,8 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, json.JSONDecodeError) as e:
             p.error(f"--metrics {args.metrics}: {e}")
     try:
-        path = export_generator(args.checkpoint, args.out, metrics)
-    except (CheckpointError, OSError) as e:
+        widths = None
+        if args.writer_widths_from:
+            from ..data import LmdbWordDataset
+            from .data import writer_px_per_char
+            ckpt_config = load_checkpoint(args.checkpoint, map_location="cpu", kind="gan")["config"]
+            widths = writer_px_per_char(LmdbWordDataset(args.writer_widths_from, height=ckpt_config["data"]["height"]))
+            if not widths:
+                raise CheckpointError(f"{args.writer_widths_from}: no writer ids with 5 or more words")
+        path = export_generator(args.checkpoint, args.out, metrics, widths)
+    except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")

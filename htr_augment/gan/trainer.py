@@ -39,7 +39,7 @@ from ..training import (CheckpointError, DistInfo, MetricsLogger, all_gather_obj
 from ..training.ema import EMA
 from ..training.lookahead import Lookahead
 from .balance import GradientBalancer
-from .data import CanonicalCollate, TextSampler, encode_texts, natural_px_per_char
+from .data import CanonicalCollate, TextSampler, encode_texts, natural_px_per_char, writer_px_per_char
 from .diffaugment import diff_augment
 from .health import discriminator_health, generator_health, recognizer_cer
 from .models import StyleEncoder
@@ -118,6 +118,7 @@ class GanTrainer:
         self.texts = TextSampler(lexicon or list(dataset.texts), t["seed"], dist.rank)
         self.step, self.g_steps, self.epoch, self.batch_in_epoch = 0, 0, 0, 0
         self.natural_px_per_char = natural_px_per_char(dataset)
+        self.writer_px_per_char = writer_px_per_char(dataset)
         # A fixed grid of words and styles, drawn every sample_every steps.
         counts = Counter(dataset.texts)
         self.sample_texts = sorted(counts, key=lambda w: (-counts[w], w))[:8]
@@ -141,7 +142,8 @@ class GanTrainer:
             optimizers={"generator": opt_state(self.opt_g), "discriminator": opt_state(self.opt_d),
                         "recognizer": opt_state(self.opt_r)},
             rng=all_gather_objects(rng_state()),
-            extra={"natural_px_per_char": self.natural_px_per_char, "data_credit": data_credit(getattr(self.dataset, "meta", {})) or "",
+            extra={"natural_px_per_char": self.natural_px_per_char, "writer_px_per_char": self.writer_px_per_char,
+                   "data_credit": data_credit(getattr(self.dataset, "meta", {})) or "",
                    "train_words": len(self.dataset), "g_steps": self.g_steps, "balancer": self.balancer.state_dict(),
                    "style_prior": self.refit_prior()})
 

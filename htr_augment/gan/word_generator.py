@@ -95,6 +95,25 @@ class WordGenerator:
         self.info = info or {}
         # (mean, Cholesky factor) of the style encoder's codes of real training words, if stored.
         self.style_prior = style_prior_tensors(self.info.get("style_prior"))
+        # Real writers' mean widths per character (sorted), if stored: each style gets one of them.
+        widths = self.info.get("writer_px_per_char") or []
+        self.writer_widths = torch.tensor(widths, dtype=torch.float64) if len(widths) >= 2 else None
+
+    def style_px_per_char(self, z: torch.Tensor) -> torch.Tensor | None:
+        """Width per character of each style z (N, z_dim): the quantile of real writers' widths at
+        Phi of a fixed projection of z's whitened code (standard normal under the prior), so one
+        style keeps one width and styles spread like the writers. None without stored widths."""
+        if self.writer_widths is None:
+            return None
+        eps = z.double()
+        if self.style_prior is not None:
+            mean, chol = (t.double() for t in self.style_prior)
+            eps = torch.linalg.solve_triangular(chol, (eps - mean).T, upper=False).T
+        v = torch.randn(self.z_dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        q = 0.5 * (1 + torch.erf((eps @ (v / v.norm())) / 2 ** 0.5))  # uniform under the prior
+        pos = q * (len(self.writer_widths) - 1)
+        lo = pos.floor().long().clamp(max=len(self.writer_widths) - 2)
+        return self.writer_widths[lo] + (pos - lo) * (self.writer_widths[lo + 1] - self.writer_widths[lo])
 
     @property
     def height(self) -> int:
@@ -152,13 +171,17 @@ class WordGenerator:
     def has_style_encoder(self) -> bool:
         return self.style_encoder is not None
 
-    @torch.no_grad()
     def encode_styles(self, images: list, texts: list[str | None] | None = None) -> torch.Tensor:
         """Style vectors (N, z_dim) of real word images ((1, H, W) or (H, W) tensors, ink = 1).
 
         Each image is brought to G's geometry: its height, and px_per_char pixels per character
         of its text; without a text the character count is estimated from its width and the
         training words' mean width per character."""
+        return self._encode_styles(images, texts)[0]
+
+    @torch.no_grad()
+    def _encode_styles(self, images: list, texts: list[str | None] | None) -> tuple[torch.Tensor, list]:
+        """encode_styles, and each image's own width per character at G's height (None without text)."""
         if self.style_encoder is None:
             raise ValueError("these generator weights have no style encoder (trained before styles "
                              "from images existed): use z or seed instead of style")
@@ -168,7 +191,7 @@ class WordGenerator:
         if len(texts) != len(images):
             raise ValueError(f"style: {len(images)} images but {len(texts)} texts")
         px, H = self.generator.px_per_char, self.height
-        canon = []
+        canon, measured = [], []
         for i, (img, text) in enumerate(zip(images, texts)):
             img = torch.as_tensor(img, dtype=torch.float32)
             img = img[None] if img.dim() == 2 else img
@@ -177,11 +200,12 @@ class WordGenerator:
                                  f"got shape {tuple(img.shape)}")
             w_at_h = img.shape[2] * H / img.shape[1]
             n = len(text) if text else max(1, round(w_at_h / (self.natural_px_per_char or px)))
+            measured.append(w_at_h / n if text else None)
             canon.append(F.interpolate(img[None], size=(H, px * n), mode="bilinear", align_corners=False,
                                        antialias=True)[0].clamp(0, 1))
         batch, widths = pad_batch(canon)
         mu, _ = self.style_encoder((batch * 2 - 1).to(self.device), widths.to(self.device))
-        return mu.float().cpu()
+        return mu.float().cpu(), measured
 
     @torch.no_grad()
     def generate(self, texts: str | list[str], z: torch.Tensor | None = None, seed: int | None = None,
@@ -193,13 +217,20 @@ class WordGenerator:
         encode_styles; a list of (image, text) pairs gives their texts too): every word is
         written in their hand (the mean of their style vectors). Without either, one style is
         drawn from `seed` for all words. `natural_width` resizes from G's fixed pixels per
-        character to the training data's mean width per character."""
+        character to the style's own width per character (style_px_per_char; with `style`
+        images and their texts, the images' width), or, for weights without stored writer
+        widths, the training data's mean width per character."""
         texts = self.check([texts] if isinstance(texts, str) else list(texts))
+        px_style = None
         if style is not None:
             if z is not None:
                 raise ValueError("give z or style, not both")
             pairs = [s if isinstance(s, tuple) else (s, None) for s in style]
-            z = self.encode_styles([p[0] for p in pairs], [p[1] for p in pairs]).mean(0, keepdim=True)
+            z, measured = self._encode_styles([p[0] for p in pairs], [p[1] for p in pairs])
+            z = z.mean(0, keepdim=True)
+            known = [w for w in measured if w is not None]
+            if known:  # the hand's own width per character, when the style images' texts are given
+                px_style = torch.full((len(texts),), sum(known) / len(known), dtype=torch.float64)
         if z is None:
             z = self.sample_z(1, seed)
         z = z.reshape(-1, self.z_dim).float()
@@ -207,6 +238,8 @@ class WordGenerator:
             z = z.expand(len(texts), -1)
         if z.shape[0] != len(texts):
             raise ValueError(f"z has {z.shape[0]} styles for {len(texts)} texts (give 1 or {len(texts)})")
+        if natural_width and px_style is None:
+            px_style = self.style_px_per_char(z)
         out: list[torch.Tensor] = []
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
@@ -216,10 +249,11 @@ class WordGenerator:
                 tokens[i, : len(t)] = torch.tensor(self.alphabet.encode(t))
             imgs = self.generator(tokens.to(self.device), lengths.to(self.device), z[start:start + len(chunk)].to(self.device))
             imgs = (imgs.float().cpu() + 1) / 2  # tanh space -> ink = 1, background = 0
-            for img, n in zip(imgs, lengths.tolist()):
+            for i, (img, n) in enumerate(zip(imgs, lengths.tolist()), start):
                 img = img[:, :, : n * self.generator.px_per_char]
-                if natural_width and self.natural_px_per_char:
-                    w = max(1, round(n * self.natural_px_per_char))
+                ppc = float(px_style[i]) if px_style is not None else self.natural_px_per_char
+                if natural_width and ppc:
+                    w = max(1, round(n * ppc))
                     img = F.interpolate(img[None], size=(img.shape[1], w), mode="bilinear", align_corners=False)[0]
                 out.append(img.clamp(0, 1))
         return out
