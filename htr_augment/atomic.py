@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -24,3 +25,17 @@ def write_table_atomic(path: str | os.PathLike, rows: Iterable[Sequence], delimi
         csv.writer(f, delimiter=delimiter, lineterminator="\n").writerows(rows)
     os.replace(tmp, path)
     return path
+
+
+def install_built(partial: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Rename a completely built `partial` (file or folder) to `out`. An existing `out` (an
+    overwrite) is renamed aside first and deleted only once the new one is in place."""
+    partial, out = Path(partial), Path(out)
+    old = None
+    if out.exists():
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        os.rename(out, old)
+    os.rename(partial, out)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    return out

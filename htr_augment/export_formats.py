@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .atomic import write_atomic
+from .atomic import install_built, write_atomic
 from .data.lmdb_format import partial_path
 
 STATE = ".export-state.json"
@@ -105,14 +105,7 @@ class FolderWriter:
             f"{r['id']}\t{r['label']}\t{r['writer']}\t{r['source']}\n" for r in self.records))
         (self.partial / STATE).unlink()
         (self.partial / LABELS).unlink()
-        old = None
-        if self.out.exists():  # only with overwrite: swap, then delete the old one
-            old = self.out.with_name(f"{self.out.name}.old-{os.getpid()}")
-            os.rename(self.out, old)
-        os.rename(self.partial, self.out)
-        if old is not None:
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        return self.out
+        return install_built(self.partial, self.out)  # an existing OUT only with overwrite
 
     def close(self) -> None:
         """Leave the partial export as it is (for a later resume); uncommitted samples are redone."""

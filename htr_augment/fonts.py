@@ -97,7 +97,25 @@ class FontRenderer:
         return to_tensor(self.render_array(text, style))
 
 
-class FontWordDataset(Dataset):
+class LazyRenderer:
+    """For font datasets (self.height, self.fonts, self.seed): the FontRenderer is made in the
+    constructor, so a missing font fails there and not in a DataLoader worker, and made again in
+    each worker after unpickling, since font handles do not pickle."""
+    _renderer: FontRenderer | None = None
+
+    @property
+    def renderer(self) -> FontRenderer:
+        if self._renderer is None:
+            self._renderer = FontRenderer(self.height, self.fonts, seed=self.seed)
+        return self._renderer
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_renderer"] = None
+        return state
+
+
+class FontWordDataset(LazyRenderer, Dataset):
     """Font-rendered words as a torch Dataset: a drop-in for SyntheticWordDataset (same
     constructor shape, same WordSample), for comparing the GAN against fonts.
 
@@ -127,19 +145,7 @@ class FontWordDataset(Dataset):
             self.words, self.sampler = load_lexicon(lexicon), None
         self.alphabet = Alphabet.from_labels(self.words) if self.words else None
         self.fonts = fonts if fonts is not None else find_fonts()
-        # Made here so that a missing font fails now, not in a DataLoader worker.
-        self._renderer: FontRenderer | None = FontRenderer(height, self.fonts, seed=seed)
-
-    @property
-    def renderer(self) -> FontRenderer:
-        if self._renderer is None:  # after unpickling: each worker opens its own font handles
-            self._renderer = FontRenderer(self.height, self.fonts, seed=self.seed)
-        return self._renderer
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_renderer"] = None
-        return state
+        self._renderer = FontRenderer(height, self.fonts, seed=seed)
 
     def __len__(self) -> int:
         return self.length

@@ -30,6 +30,7 @@ from .alphabet import Alphabet
 from .atomic import write_table_atomic
 from .data.dataset import DEFAULT_HEIGHT, WordSample
 from .data.sources import _read_text_lines, normalize_label, reject_counts
+from .fonts import FontRenderer, LazyRenderer, find_fonts
 from .gan.word_generator import from_style_prior
 from .images import ink_mask, resize_to_height, to_tensor, to_uint8
 from .line_stats import LineLayout, LineStats, core_band, shear
@@ -255,7 +256,7 @@ class SyntheticLineDataset(_LineDataset):
         return self._cache[chunk][offset]
 
 
-class FontLineDataset(_LineDataset):
+class FontLineDataset(LazyRenderer, _LineDataset):
     """Lines rendered in handwriting fonts, laid out with the same measured statistics: the
     naive baseline for SyntheticLineDataset (same arguments; writer "font:<style>").
 
@@ -266,7 +267,6 @@ class FontLineDataset(_LineDataset):
 
     def __init__(self, corpus, length: int | None = None, seed: int = 0, height: int = DEFAULT_HEIGHT,
                  stats=None, *, styles: int = 64, fonts: list[Path] | None = None, alphabet: Alphabet | None = None):
-        from .fonts import FontRenderer, find_fonts
         if styles < 1:
             raise ValueError("styles must be positive")
         super().__init__(load_corpus(corpus, alphabet), length, seed, height, stats)
@@ -274,18 +274,6 @@ class FontLineDataset(_LineDataset):
         self.alphabet = alphabet or Alphabet.from_labels(self.corpus.texts)
         self.fonts = fonts if fonts is not None else find_fonts()
         self._renderer = FontRenderer(height, self.fonts, seed=seed)  # made now: a missing font fails here
-
-    @property
-    def renderer(self):
-        if self._renderer is None:  # after unpickling: each worker opens its own font handles
-            from .fonts import FontRenderer
-            self._renderer = FontRenderer(self.height, self.fonts, seed=self.seed)
-        return self._renderer
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_renderer"] = None
-        return state
 
     def plan(self, i: int) -> tuple[str, int, LineLayout]:
         rng, text = self._rng_and_text(i)

@@ -273,16 +273,26 @@ def test_line_exports_are_read_back_and_resume(tmp_path, ckpt, fmt):
     r = _cli(ckpt, "--lines", "--corpus", corpus, "--format", fmt, "--height", 40, "--out", part, "--val-every", 4,
              "--resume")
     assert r.returncode == 0, r.stderr
+    # The same labels and files; the same images up to float rounding (the crashing export wrote
+    # its lines one by one, the full one in batches, and with one thread the kernels differ).
     if fmt == "lmdb":
-        assert read_standard(part) == read_standard(full)
+        a, b = read_standard(part), read_standard(full)
+        assert [t for _, t in a] == [t for _, t in b]
+        assert all(same_png(x, y) for (x, _), (y, _) in zip(a, b))
     else:
         names = sorted(p.relative_to(full).as_posix() for p in full.rglob("*") if p.is_file() and p.name != "meta.json")
         assert names == sorted(p.relative_to(part).as_posix() for p in part.rglob("*")
                                if p.is_file() and p.name != "meta.json")
         for name in names:
-            assert (full / name).read_bytes() == (part / name).read_bytes(), name
+            x, y = (full / name).read_bytes(), (part / name).read_bytes()
+            assert same_png(x, y) if name.endswith(".png") else x == y, name
     r = _cli(ckpt, "--lines", "--corpus", corpus, "--format", fmt, "--out", part)
     assert r.returncode == 2 and "already exists" in r.stderr
+
+
+def same_png(a: bytes, b: bytes) -> bool:
+    x, y = (cv2.imdecode(np.frombuffer(v, np.uint8), cv2.IMREAD_GRAYSCALE) for v in (a, b))
+    return x.shape == y.shape and int(np.abs(x.astype(int) - y.astype(int)).max()) <= 2
 
 
 def test_font_lines_export_uses_the_generator_alphabet(tmp_path, ckpt):

@@ -22,6 +22,8 @@ from typing import Any
 
 import lmdb
 
+from ..atomic import install_built
+
 NUM_SAMPLES = b"num-samples"
 META = b"meta"
 BUILD_STATE = b"build-state"  # only inside a .partial directory
@@ -187,14 +189,7 @@ class LmdbWriter:
         self.env.sync(True)
         self.env.close()
         (self.partial / "lock.mdb").unlink(missing_ok=True)
-        old = None
-        if self.out.exists():  # only with overwrite: swap, then delete the old one
-            old = self.out.with_name(f"{self.out.name}.old-{os.getpid()}")
-            os.rename(self.out, old)
-        os.rename(self.partial, self.out)
-        if old is not None:
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
-        return self.out
+        return install_built(self.partial, self.out)  # an existing OUT only with overwrite
 
     def close(self) -> None:
         """Leave the partial build as it is (for a later resume)."""
