@@ -48,13 +48,22 @@ def _steps(steps: int | list[int]) -> str:
     return ", ".join(map(str, steps)) if isinstance(steps, list) else str(steps)
 
 
-def arm_table(reg: dict) -> tuple[list[str], list[list[str]]]:
+def _unit(rep: dict) -> str:
+    """What the synthetic sources wrote: words, or lines (--level lines); reports before lines: words."""
+    return rep["synthetic"].get("unit", "words")
+
+
+def _texts_of(unit: str) -> str:
+    return "corpus" if unit == "lines" else "lexicon"
+
+
+def arm_table(reg: dict, unit: str = "words") -> tuple[list[str], list[list[str]]]:
     """(header, rows) of a regime's arms, shared by the markdown and the HTML report."""
     refs = [(key, name) for key, name in REFERENCES if any(a.get(f"vs_{key}") for a in reg["arms"].values())]
     header = ["arm", "CER (mean ± std, pts)", "WER (mean ± std, pts)"]
     for _, name in refs:
         header += [f"CER vs {name} [95% CI]", f"WER vs {name} [95% CI]"]
-    header += ["synthetic words", "runs", "steps", "wall time / run"]
+    header += [f"synthetic {unit}", "runs", "steps", "wall time / run"]
     rows = []
     for arm in reg["arms"].values():
         row = [arm["label"], _mean_std(arm["cer"]), _mean_std(arm["wer"])]
@@ -78,8 +87,9 @@ def _sources_text(syn: dict) -> list[str]:
 def _pool_text(pool: dict) -> str:
     built = f"reused (built in {_minutes(pool['build_s'])})" if pool["reused"] else \
         f"built in {_minutes(pool['build_s'])}"
-    return (f"{pool['source']}: {pool['words']:,} words from a lexicon of {pool['lexicon_words']:,}, {built}, "
-            f"`{pool['path']}`")
+    unit = pool.get("unit", "words")
+    return (f"{pool['source']}: {pool['words']:,} {unit} from a {_texts_of(unit)} of {pool['lexicon_words']:,}, "
+            f"{built}, `{pool['path']}`")
 
 
 def _regime_title(reg: dict) -> str:
@@ -133,10 +143,13 @@ def _intro(rep: dict) -> list[str]:
     lines = [f"Level: {p.get('level', 'lines')}. Arms: {', '.join(p['arms'])}."]
     lines += [t for t in (_segmentation_text(rep.get("segmentation")), _wall_text(rep)) if t]
     if syn["sources"]:
-        lines.append(f"Synthetic sources: {'; '.join(_sources_text(syn))}; {syn['ratio']:.0%} of each batch in every "
-                     f"synthetic arm (gan+fonts: half of it from each); {syn['pool']:,} cached words per source and "
-                     f"lexicon (seed {syn['pool_seed']}), shared by every seed and arm; lexicon: {syn['lexicon']}.")
-        lines.append(f"Cached synthetic words: {_minutes(cache['build_s_this_run'])} spent building "
+        unit, of = _unit(rep), _texts_of(_unit(rep))
+        written = "whole lines, one style per line" if unit == "lines" else "words"
+        lines.append(f"Synthetic sources ({written}): {'; '.join(_sources_text(syn))}; {syn['ratio']:.0%} of each "
+                     f"batch in every synthetic arm (gan+fonts: half of it from each); {syn['pool']:,} cached {unit} "
+                     f"per source and {of} (seed {syn['pool_seed']}), shared by every seed and arm; {of}: "
+                     f"{syn['lexicon']}.")
+        lines.append(f"Cached synthetic {unit}: {_minutes(cache['build_s_this_run'])} spent building "
                      f"{_count(cache['built_this_run'], 'cache')} in this run ({_minutes(cache['build_s_all'])} "
                      "for all of them, whenever built), not counted in the runs' wall time.")
     lines += [f"Recognizer `{p['recognizer_config']}`, {p['steps']} steps of batch {p['batch_size']} per run, "
@@ -163,7 +176,7 @@ def markdown(rep: dict) -> str:
     for para in _intro(rep):
         lines += [para, ""]
     for reg in rep["regimes"].values():
-        header, rows = arm_table(reg)
+        header, rows = arm_table(reg, _unit(rep))
         lines += [f"## {_regime_title(reg)}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
         if reg["writer_ids"]:
@@ -173,9 +186,9 @@ def markdown(rep: dict) -> str:
             lines += ["", "The baseline's validation CER along training:", "",
                       "| " + " | ".join(vh) + " |", "|" + "---|" * len(vh)] + ["| " + " | ".join(r) + " |" for r in vrows]
         for pool in reg["pools"].values():
-            lines += ["", f"Synthetic words, {_pool_text(pool)}."]
+            lines += ["", f"Synthetic {_unit(rep)}, {_pool_text(pool)}."]
         for arm, grid in reg["grids"].items():
-            lines += ["", f"![{arm} words]({grid})"]
+            lines += ["", f"![{arm} {_unit(rep)}]({grid})"]
         lines.append("")
     for para in _outro(rep):
         lines += [para, ""]
@@ -205,7 +218,7 @@ def html_page(rep: dict, out: Path) -> str:
              f"<style>{_CSS}</style></head><body><h1>{e(rep['title'])}</h1>"]
     parts += [f"<p>{_code(para)}</p>" for para in _intro(rep)]
     for reg in rep["regimes"].values():
-        header, rows = arm_table(reg)
+        header, rows = arm_table(reg, _unit(rep))
         parts.append(f"<h2>{e(_regime_title(reg))}</h2><table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header)
                      + "</tr>" + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows)
                      + "</table>")
@@ -217,10 +230,11 @@ def html_page(rep: dict, out: Path) -> str:
                          "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in vh) + "</tr>"
                          + "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in vrows)
                          + "</table>")
-        parts += [f"<p>Synthetic words, {_code(_pool_text(pool))}.</p>" for pool in reg["pools"].values()]
+        unit = _unit(rep)
+        parts += [f"<p>Synthetic {unit}, {_code(_pool_text(pool))}.</p>" for pool in reg["pools"].values()]
         for arm, grid in reg["grids"].items():
-            parts.append(f"<figure><img alt='{e(arm)} synthetic words' src='{_embedded_png(out / grid)}'>"
-                         f"<figcaption>{e(reg['arms'][arm]['label'])}: the first words it mixes in</figcaption>"
+            parts.append(f"<figure><img alt='{e(arm)} synthetic {unit}' src='{_embedded_png(out / grid)}'>"
+                         f"<figcaption>{e(reg['arms'][arm]['label'])}: the first {unit} it mixes in</figcaption>"
                          "</figure>")
     intervals, credit = _outro(rep)
     parts += [f"<p>{e(intervals)}</p>", f"<p class='credit'>{e(credit)}</p></body></html>\n"]

@@ -2,7 +2,7 @@
 
     python -m benchmarks.run --synthetic-ratio 0.5                               # the word study, 2 CPU cores
     python -m benchmarks.run --arms baseline,fonts --data data/words             # two arms, word LMDBs
-    python -m benchmarks.run --level lines                                       # the line study
+    python -m benchmarks.run --level lines                                       # the line study, synthetic lines
     python -m benchmarks.run --config configs/benchmark/gpu.toml --generator G.pt # the full study
 
 Levels (--level; default: the config's, words for the default configs/benchmark/cpu_words.toml):
@@ -10,12 +10,15 @@ Levels (--level; default: the config's, words for the default configs/benchmark/
           which the shipped line recognizer (--segmenter, default copiste-lines) cuts into
           words by forced alignment, once: OUT/data/words-HASH/ (keyed by the segmenter's
           SHA-256 and the line LMDBs), reused on rerun. Word LMDBs given as --data are used as they are.
-  lines   whole lines (configs/benchmark/cpu.toml when --level lines is given without --config).
+  lines   whole lines, and the synthetic arms mix in whole synthetic *lines* (benchmarks.lines):
+          configs/benchmark/cpu_lines.toml when --level lines is given without --config.
 
 Arms (--arms, a comma list; default: the config's `arms`, "baseline,fonts,gan,gan+fonts"):
   baseline    real data only (ratio 0); always run, every other arm is compared with it
-  fonts       + words rendered in handwriting fonts (FontWordDataset, the naive baseline)
-  gan         + words of the GAN (SyntheticWordDataset; --generator, default the shipped weights)
+  fonts       + words rendered in handwriting fonts (FontWordDataset, the naive baseline);
+              lines: FontLineDataset
+  gan         + words of the GAN (SyntheticWordDataset; --generator, default the shipped weights);
+              lines: SyntheticLineDataset (one style per line)
   gan+fonts   + both, half of the synthetic share each (interleaved: even index GAN, odd index fonts)
 --synthetic-source SOURCE is a deprecated alias of --arms baseline,SOURCE (none: --arms baseline).
 
@@ -31,6 +34,10 @@ The synthetic words are made once per benchmark: `synthetic_pool` words per sour
 lexicon, cached in an LMDB under OUT/cache/ (named by a hash of source, generator SHA-256,
 lexicon, count, seed and height; built beside and renamed when complete), shared by every
 seed and arm and reused on rerun; the report gives its build time apart from the runs'.
+The lexicon is --lexicon, else the words of the regime's training labels. At the line level
+the same holds for `synthetic_pool` lines per source drawn from a corpus of line texts:
+--corpus (an alias of --lexicon), else the regime's own training lines (the low-resource
+writers' texts); their key also holds the layout statistics' SHA-256.
 
 The report (OUT/report.json, report.md, report.html with a grid of each arm's synthetic words)
 gives every arm side by side per regime: CER and WER mean ± std over seeds, the relative change
@@ -85,6 +92,7 @@ from recognizer.pretrained import is_pretrained
 from recognizer.report import write_report
 from recognizer.train import RUNTIME_KEYS, load_datasets, train
 
+from .lines import GRID_LINES, corpus_lines, line_dataset, line_stats_sha256
 from .report import write_reports
 
 log = logging.getLogger("benchmarks.run")
@@ -92,7 +100,7 @@ log = logging.getLogger("benchmarks.run")
 REPO = Path(__file__).resolve().parents[1]
 LEVELS = ("words", "lines")
 DEFAULT_CONFIGS = {"words": REPO / "configs" / "benchmark" / "cpu_words.toml",
-                   "lines": REPO / "configs" / "benchmark" / "cpu.toml"}
+                   "lines": REPO / "configs" / "benchmark" / "cpu_lines.toml"}
 DEFAULT_CONFIG = DEFAULT_CONFIGS["words"]
 DEFAULT_DATA = Path(os.environ.get("HTR_COPISTE", REPO.parent / "shared" / "data" / "copiste"))
 # Arms and the synthetic sources each mixes in (gan+fonts: interleaved, half of the synthetic share each).
@@ -402,25 +410,41 @@ class Regime:
 
 @dataclass
 class Source:
-    """Where a synthetic arm's words come from."""
+    """Where a synthetic arm's words (or, at the line level, lines) come from."""
     kind: str  # gan | fonts
     generator: Path | None = None
     sha256: str | None = None
     fonts: list[str] | None = None
-    lexicon: str | None = None  # --lexicon, else the words of the regime's training labels
+    lexicon: str | None = None  # --lexicon/--corpus, else the regime's training labels (their words, or lines)
     alphabet: Alphabet | None = None  # the generator's: words it cannot write are left out
     credit: str = ""  # of the data the generator was trained on
+    level: str = "words"  # what it writes: words, or whole lines (benchmarks.lines)
+
+    @property
+    def lines(self) -> bool:
+        return self.level == "lines"
 
     @property
     def tag(self) -> str:
-        return f"gan-{self.sha256[:12]}" if self.kind == "gan" else self.kind
+        tag = f"gan-{self.sha256[:12]}" if self.kind == "gan" else self.kind
+        return f"{tag}-lines" if self.lines else tag
+
+    @property
+    def texts_of(self) -> str:
+        """What it writes from, in words."""
+        if self.lexicon:
+            return self.lexicon
+        return "line texts of the regime's training labels" if self.lines else "words of the regime's training labels"
 
     def describe(self) -> dict:
         return {"source": self.kind, "generator": str(self.generator) if self.generator else None,
-                "generator_sha256": self.sha256, "fonts": self.fonts,
-                "lexicon": self.lexicon or "words of the regime's training labels"}
+                "generator_sha256": self.sha256, "fonts": self.fonts, "level": self.level,
+                "lexicon": self.texts_of}
 
     def dataset(self, words: list[str], length: int, seed: int, height: int, device: str) -> Dataset:
+        """`length` items drawn from `words` (at the line level: lines of text) by (seed, index)."""
+        if self.lines:
+            return line_dataset(self.kind, self.generator, words, length, seed, height, device)
         if self.kind == "gan":
             from htr_augment.synthetic import SyntheticWordDataset
             # A path, not the loaded generator: DataLoader workers reload it instead of unpickling weights.
@@ -431,7 +455,8 @@ class Source:
 
 
 def make_source(kind: str, generator: str | None, lexicon: str | None,
-                alternatives: str = ", or leave the gan arms out (--arms baseline,fonts)") -> Source:
+                alternatives: str = ", or leave the gan arms out (--arms baseline,fonts)", level: str = "words"
+                ) -> Source:
     """A synthetic source, checked before any training starts (weights exist and load, fonts are installed)."""
     if kind == "fonts":
         from htr_augment.fonts import find_fonts
@@ -439,7 +464,7 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
         if not fonts:
             raise BenchmarkError("the fonts arms: no handwriting font installed "
                                  "(pip install fontpkg-caveat fontpkg-kalam fontpkg-indie-flower)")
-        return Source("fonts", fonts=[p.name for p in fonts], lexicon=lexicon)
+        return Source("fonts", fonts=[p.name for p in fonts], lexicon=lexicon, level=level)
     if kind != "gan":
         raise BenchmarkError(f"unknown synthetic source {kind!r} (gan or fonts)")
     from htr_augment.gan import word_generator
@@ -451,12 +476,14 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
                              f"(trained with python -m htr_augment.gan.train){alternatives}")
     gen = word_generator.WordGenerator.load(path)  # CheckpointError naming the file if it is not a GAN checkpoint
     return Source("gan", generator=path.resolve(), sha256=file_sha256(path), lexicon=lexicon,
-                  alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "")
+                  alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "", level=level)
 
 
-def synthetic_words(source: Source, real: LmdbWordDataset, alphabet: Alphabet) -> list[str]:
-    """The lexicon, restricted to words the recognizer's alphabet (it must learn them) and the
-    generator's can write."""
+def synthetic_texts(source: Source, real: LmdbWordDataset, alphabet: Alphabet) -> list[str]:
+    """What `source` writes: the lexicon (lines: the corpus, see benchmarks.lines), restricted to
+    words the recognizer's alphabet (it must learn them) and the generator's can write."""
+    if source.lines:
+        return corpus_lines(source.lexicon, real.texts, alphabet, source.alphabet, source.kind)
     words = set(load_lexicon(source.lexicon) if source.lexicon else (w for t in real.texts for w in t.split()))
     writable = [alphabet] + ([source.alphabet] if source.alphabet else [])
     usable = sorted(w for w in words if not any(a.missing(w) for a in writable))
@@ -491,6 +518,7 @@ class Arm:
         if not self.sources:
             return "real only"
         what = {"fonts": "fonts", "gan": "GAN", "gan+fonts": "GAN + fonts"}[self.name]
+        what += " lines" if self.sources[0].lines else ""
         half = ", half from each" if len(self.sources) > 1 else ""
         return f"real + {what} ({self.ratio:.0%} of each batch{half})"
 
@@ -498,7 +526,7 @@ class Arm:
 def make_arms(settings: dict, generator: str | None, lexicon: str | None) -> tuple[list[Arm], dict[str, Source]]:
     """The arms of settings["arms"] and the sources they need, each source checked once."""
     kinds = [k for k in ("gan", "fonts") if any(k in ARM_SOURCES[a] for a in settings["arms"])]
-    sources = {k: make_source(k, generator, lexicon) for k in kinds}
+    sources = {k: make_source(k, generator, lexicon, level=settings["level"]) for k in kinds}
     ratio, pool = float(settings["synthetic_ratio"]), int(settings["synthetic_pool"])
     arms = [Arm(a, tuple(sources[k] for k in ARM_SOURCES[a]), ratio if ARM_SOURCES[a] else 0.0, pool,
                 int(settings["synthetic_seed"])) for a in settings["arms"]]
@@ -516,7 +544,7 @@ class Pool:
     def describe(self, out: Path) -> dict:
         return {"source": self.source.kind, "path": _relative(self.cache.path, out), "key": self.cache.key,
                 "sha256": self.cache.digest, "words": self.cache.words, "lexicon_words": self.lexicon_words,
-                "build_s": self.cache.build_s, "reused": self.cache.reused}
+                "build_s": self.cache.build_s, "reused": self.cache.reused, "unit": self.source.level}
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -527,10 +555,13 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def pool_key(source: Source, words: list[str], settings: dict, height: int) -> dict:
-    """What the cached words depend on: the generator by content, not by path."""
-    return {"source": source.kind, "generator_sha256": source.sha256, "fonts": source.fonts,
-            "lexicon_sha256": _sha256_text("\n".join(words)), "count": int(settings["synthetic_pool"]),
-            "seed": int(settings["synthetic_seed"]), "height": height}
+    """What the cached words depend on: the generator by content, not by path; lines also on
+    the level and the layout statistics (and a corpus of lines, not a lexicon)."""
+    texts = {"level": "lines", "corpus_sha256": _sha256_text("\n".join(words)),
+             "line_stats_sha256": line_stats_sha256()} if source.lines \
+        else {"lexicon_sha256": _sha256_text("\n".join(words))}
+    return {"source": source.kind, "generator_sha256": source.sha256, "fonts": source.fonts, **texts,
+            "count": int(settings["synthetic_pool"]), "seed": int(settings["synthetic_seed"]), "height": height}
 
 
 def cache_source_words(source: Source, words: list[str], settings: dict, height: int, cache_dir: Path,
@@ -542,14 +573,16 @@ def cache_source_words(source: Source, words: list[str], settings: dict, height:
     on_gpu = source.kind == "gan" and device.type == "cuda"
     gen_device = str(device) if on_gpu else "cpu"
     return cached_words(lambda: source.dataset(words, key["count"], key["seed"], height, gen_device), key,
-                        cache_dir, prefix=source.kind, num_workers=0 if on_gpu else num_workers, progress=progress,
-                        description=f"benchmarks.run synthetic words: {source.describe()}", credit=source.credit)
+                        cache_dir, prefix=f"{source.kind}-lines" if source.lines else source.kind,
+                        num_workers=0 if on_gpu else num_workers, progress=progress, unit=source.level,
+                        description=f"benchmarks.run synthetic {source.level}: {source.describe()}",
+                        credit=source.credit)
 
 
 def build_pool(ctx: Context, regime: Regime, source: Source) -> Pool:
     """The regime's cached words of `source`: built once under OUT/cache, reused by every seed, arm and rerun."""
     height = ctx.config["data"]["height"]
-    words = synthetic_words(source, regime.real, ctx.alphabet)
+    words = synthetic_texts(source, regime.real, ctx.alphabet)
     cache = cache_source_words(source, words, ctx.settings, height, ctx.out / "cache", ctx.device,
                                ctx.config["train"]["num_workers"], ctx.progress)
     return Pool(source, cache, len(words), LmdbWordDataset(cache.path, height=height, alphabet=ctx.alphabet))
@@ -563,12 +596,13 @@ def arm_dataset(arm: Arm, pools: dict[str, Pool]) -> Dataset:
     return parts[0] if len(parts) == 1 else InterleavedDataset(*parts)
 
 
-def write_grid(dataset: Dataset, path: Path, count: int = GRID_WORDS) -> Path:
-    """A PNG of the first `count` synthetic words an arm mixes in, with their labels."""
+def write_grid(dataset: Dataset, path: Path, lines: bool = False) -> Path:
+    """A PNG of the first synthetic words (4 a row) or lines (one a row) an arm mixes in, with their labels."""
     from recognizer.segment import render_grid
-    words = [(to_uint8(s.image), s.text) for s in (dataset[i] for i in range(min(count, len(dataset))))]
+    count, columns = (GRID_LINES, 1) if lines else (GRID_WORDS, 4)
+    items = [(to_uint8(s.image), s.text) for s in (dataset[i] for i in range(min(count, len(dataset))))]
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(path, encode_png(render_grid(words, columns=4)))
+    return write_atomic(path, encode_png(render_grid(items, columns=columns)))
 
 
 # -- one run --------------------------------------------------------------------------------
@@ -679,10 +713,12 @@ def run_one(ctx: Context, regime: Regime, arm: Arm, seed: int, pools: dict[str, 
 #               seconds, splits: {SPLIT: {lines, lines_kept, words, seconds}}}
 #   reference  null or {name, file, sha256, test, cer, wer, cer_ci95, wer_ci95, samples, steps, ...} (or {name, error})
 #   wall_s     {study, data, runs, note}: this invocation's wall time
-#   synthetic  {ratio, pool, pool_seed, lexicon, generator, generator_sha256, sources: {gan|fonts: {...}}}
+#   synthetic  {ratio, pool, pool_seed, unit (words | lines), lexicon, generator, generator_sha256,
+#               sources: {gan|fonts: {...}}}
+#   (at the line level, the *words counts below count the cached lines, and lexicon_words the corpus lines)
 #   cache      {dir, caches, built_this_run, build_s_this_run, build_s_all}
 #   regimes[REGIME] = {kind, dir, writer_ids, real_train_samples, real_train_writers, lexicon_words: {SOURCE: n},
-#       pools: {SOURCE: {source, path, key, sha256, words, lexicon_words, build_s, reused}},
+#       pools: {SOURCE: {source, path, key, sha256, words, lexicon_words, build_s, reused, unit}},
 #       grids: {ARM: PNG path relative to OUT},
 #       arms[ARM] = {label, ratio, sources, dir, cer: {mean, std, per_seed: {SEED: rate}}, wer: {...},
 #           vs_baseline, vs_fonts: null or {against, cer_diff_mean, ci95 (of the CER difference),
@@ -796,7 +832,7 @@ def prepare_pools(ctx: Context, regime: Regime, arms: list[Arm], sources: dict[s
     for arm in arms:
         if arm.sources:
             png = ctx.out / "samples" / f"{regime.kind}-{arm.name.replace('+', '-')}.png"
-            grids[arm.name] = _relative(write_grid(arm_dataset(arm, pools), png), ctx.out)
+            grids[arm.name] = _relative(write_grid(arm_dataset(arm, pools), png, arm.sources[0].lines), ctx.out)
     return pools, grids
 
 
@@ -824,10 +860,10 @@ def cache_summary(out: Path, all_pools: list[dict[str, Pool]]) -> dict:
 
 
 def describe_synthetic(settings: dict, sources: dict[str, Source], lexicon: str | None) -> dict:
-    gan = sources.get("gan")
+    gan, level = sources.get("gan"), settings["level"]
     return {"ratio": float(settings["synthetic_ratio"]), "pool": int(settings["synthetic_pool"]),
-            "pool_seed": int(settings["synthetic_seed"]),
-            "lexicon": lexicon or "words of each regime's training labels",
+            "pool_seed": int(settings["synthetic_seed"]), "unit": level,
+            "lexicon": lexicon or f"{'line texts' if level == 'lines' else 'words'} of each regime's training labels",
             "generator": str(gan.generator) if gan else None, "generator_sha256": gan.sha256 if gan else None,
             "sources": {kind: src.describe() for kind, src in sources.items()}}
 
@@ -928,8 +964,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="benchmark TOML: configs/benchmark/cpu_words.toml (default: the word study "
-                   "on 2 CPU cores, within 45 minutes), cpu.toml (the default with --level lines) or gpu.toml "
-                   "(the full study). Flags below override it")
+                   "on 2 CPU cores, within 45 minutes), cpu_lines.toml (the default with --level lines: the line study "
+                   "within an hour) or gpu.toml (the full study). Flags below override it")
     p.add_argument("--level", choices=LEVELS, help="words: cut the lines into words with --segmenter first "
                    "(default); lines: train and test on whole lines")
     p.add_argument("--segmenter", metavar="NAME|CKPT", help="line recognizer that cuts the words (default: the "
@@ -942,12 +978,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="deprecated alias: --synthetic-source S is --arms baseline,S (none: --arms baseline)")
     p.add_argument("--synthetic-ratio", type=float, metavar="R", help="synthetic fraction of each batch in every "
                    "synthetic arm, in (0, 1) (config default 0.5)")
-    p.add_argument("--synthetic-pool", type=int, metavar="N", help="synthetic words cached per source under "
-                   "OUT/cache, shared by every seed and arm (config default 20000)")
+    p.add_argument("--synthetic-pool", type=int, metavar="N", help="synthetic words (lines at --level lines) "
+                   "cached per source under OUT/cache, shared by every seed and arm (config default 20000)")
     p.add_argument("--generator", metavar="CKPT", help="GAN checkpoint of the gan arms (default: the weights shipped "
                    "in the package)")
-    p.add_argument("--lexicon", metavar="FILE", help="words to synthesise: text file (one per line) or LMDB "
-                   "(default: the words of the regime's training labels)")
+    p.add_argument("--lexicon", "--corpus", dest="lexicon", metavar="FILE", help="what the synthetic sources write: "
+                   "words (--level words) or lines of text (--level lines), a text file (one per line) or an LMDB "
+                   "(its labels); default: the words, or the line texts, of the regime's training labels")
     p.add_argument("--seeds", type=int, metavar="N", help="runs per arm, seeds train.seed .. train.seed + N - 1")
     p.add_argument("--steps", type=int, help="optimizer steps per run (every arm)")
     p.add_argument("--regime", choices=REGIMES, help="low: K training writers; full: all of them; both")

@@ -42,7 +42,7 @@ from recognizer.losses import ctc_losses
 from recognizer.model import CRNN
 
 from .run import (DEFAULT_CONFIG, DEFAULT_DATA, BenchmarkError, cache_source_words, load_settings, make_source,
-                  resolve_data, synthetic_words, word_splits)
+                  resolve_data, synthetic_texts, word_splits)
 
 AIM = 1.15
 
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> dict:
                                 progress=False)
     height = config["data"]["height"]
     real = LmdbWordDataset(splits.train, height=height)
-    words = synthetic_words(source, real, real.alphabet)
+    words = synthetic_texts(source, real, real.alphabet)
     workers = config["train"]["num_workers"]
     gen = str(source.generator)
     rates = {"cpu": words_per_second(gen, words, height, "cpu", workers, args.words)}

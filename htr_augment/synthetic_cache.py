@@ -3,7 +3,8 @@
     cache = cached_words(lambda: FontWordDataset(words, length=20_000, height=32), key, "cache/", prefix="fonts")
     synth = LmdbWordDataset(cache.path, height=32)      # item i = the dataset's item i, every epoch and run
 
-A dataset that renders or generates words (SyntheticWordDataset, FontWordDataset) costs
+A dataset that renders or generates words (SyntheticWordDataset, FontWordDataset) or
+lines (SyntheticLineDataset, FontLineDataset) costs
 its generation in every epoch of every run that reads it; a cache pays it once. The
 cache is named by a hash of `key` (what its words depend on: source, generator hash,
 lexicon hash, count, seed, height), so a changed key gets its own cache, and a finished
@@ -78,20 +79,22 @@ def _as_list(samples):
 
 
 def cached_words(make: Callable[[], Dataset], key: dict, cache_dir: str | os.PathLike, *, prefix: str,
-                 description: str = "", credit: str = "", num_workers: int = 0, progress: bool = True) -> WordCache:
+                 description: str = "", credit: str = "", num_workers: int = 0, progress: bool = True,
+                 unit: str = "words") -> WordCache:
     """The cache of `key`: reused when finished, else built from `make()` (called only then),
-    whose every item (WordSample) becomes one LMDB sample, in index order."""
+    whose every item (WordSample: a word, or a whole line) becomes one LMDB sample, in index
+    order; `unit` ("words", "lines") names the items in the log and the progress bar."""
     path = cache_path(cache_dir, prefix, key)
     if (path / "data.mdb").is_file():
         cache = _finished(path, key)
-        log.info("%s: %d cached words, reused (built in %.1f s)", path, cache.words, cache.build_s)
+        log.info("%s: %d cached %s, reused (built in %.1f s)", path, cache.words, unit, cache.build_s)
         return cache
     dataset = make()
     writer = LmdbWriter(path, _canonical(key), resume=partial_path(path).is_dir())
     start, spent = writer.state.get("next", 0), writer.state.get("build_s", 0.0)
     t0 = time.perf_counter()
     try:
-        _write(writer, dataset, start, spent, t0, num_workers, progress, prefix)
+        _write(writer, dataset, start, spent, t0, num_workers, progress, prefix, unit)
     except BaseException:
         writer.close()  # everything up to the last commit stays; the next call resumes
         raise
@@ -104,18 +107,19 @@ def cached_words(make: Callable[[], Dataset], key: dict, cache_dir: str | os.Pat
         "build_s": build_s, "credit": credit, "tool": f"htr-augment {__version__}",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     })
-    log.info("%s: %d words cached in %.1f s", path, writer.count, build_s)
+    log.info("%s: %d %s cached in %.1f s", path, writer.count, unit, build_s)
     return WordCache(path, key, key_digest(key), writer.count, build_s, False)
 
 
 def _write(writer: LmdbWriter, dataset: Dataset, start: int, spent: float, t0: float, num_workers: int,
-           progress: bool, prefix: str) -> None:
+           progress: bool, prefix: str, unit: str) -> None:
     n = len(dataset)
     batch = min(32, COMMIT_EVERY)  # SyntheticWordDataset's chunk: one generator pass per batch
     loader = DataLoader(Subset(dataset, range(start, n)), batch_size=batch, num_workers=num_workers,
                         collate_fn=_as_list)
     i = start
-    with tqdm(total=n, initial=start, unit="word", desc=f"caching {prefix} words", disable=not progress) as bar:
+    with tqdm(total=n, initial=start, unit=unit.rstrip("s"), desc=f"caching {prefix} {unit}",
+              disable=not progress) as bar:
         for batch in loader:
             for s in batch:
                 writer.add(encode_png(to_uint8(s.image)), s.text, s.writer, f"{prefix}:{i}")

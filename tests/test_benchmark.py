@@ -349,12 +349,16 @@ def test_tsv_dataset_is_built_once_into_lmdbs(tmp_path):
         resolve_data(tmp_path, tmp_path / "other", progress=False)  # neither LMDBs nor a TSV
 
 
-@pytest.mark.parametrize("name,regime", [("cpu", "both"), ("gpu", "both"), ("cpu_words", "low")])
-def test_shipped_benchmark_configs_are_valid(name, regime):
+@pytest.mark.parametrize("name,regime,level", [("cpu", "both", "lines"), ("gpu", "both", "words"),
+                                               ("cpu_words", "low", "words"), ("cpu_lines", "low", "lines")])
+def test_shipped_benchmark_configs_are_valid(name, regime, level):
     settings, config = load_settings(REPO / "configs" / "benchmark" / f"{name}.toml")
     check_settings(settings, config)
     assert settings["arms"] == ["baseline", "fonts", "gan", "gan+fonts"] and settings["regime"] == regime
-    assert settings["synthetic_pool"] >= 10000
+    assert settings["level"] == level
+    # A single-source arm reads each cached sample at most ~2.5 times per run.
+    per_run = settings["steps"] * round(settings["synthetic_ratio"] * config["train"]["batch_size"])
+    assert per_run / settings["synthetic_pool"] <= 2.5
 
 
 def test_font_words_are_deterministic_per_seed_and_index():
