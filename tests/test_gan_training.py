@@ -94,7 +94,7 @@ def test_generator_reconstructs_a_real_word_from_its_style(words_lmdb, tmp_path)
     tr = make_trainer(words_lmdb, tmp_path, g_every=1, w_adv=0.0, alpha=0.0, w_info=0.0, lr_g=2e-3)
     real = next(iter(torch.utils.data.DataLoader(tr.dataset, batch_size=8, collate_fn=tr.collate)))
     x, w = real["images"] * 2 - 1, real["widths"]
-    history = [float(tr.g_step(x, w, real, [])[0]["loss/g_rec"]) for _ in range(40)]
+    history = [float(tr.g_step(x, w, real, [])[0]["loss/g_rec"].detach()) for _ in range(40)]
     # G(E(x), text(x)) ~ x: the masked L1 falls well below where it starts, and below the
     # L1 of writing nothing at all (a blank word).
     blank = float((x.clamp(max=-1.0) - x).abs().sum() / (w.sum() * x.shape[2]))
