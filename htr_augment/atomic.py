@@ -39,3 +39,16 @@ def install_built(partial: str | os.PathLike, out: str | os.PathLike) -> Path:
     if old is not None:
         shutil.rmtree(old) if old.is_dir() else old.unlink()
     return out
+
+
+def check_build_target(out: Path, partial: Path, *, resume: bool, overwrite: bool, what: str = "build") -> None:
+    """Before building `partial` to install as `out`: refuse to replace `out` without `overwrite`,
+    and an interrupted `partial` without `resume` (continue it) or `overwrite` (start over)."""
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+    if partial.exists():
+        if overwrite and not resume:
+            shutil.rmtree(partial)
+        elif not resume:
+            raise FileExistsError(f"{partial} holds an interrupted {what}: pass --resume to continue it "
+                                  "or --overwrite to start over")

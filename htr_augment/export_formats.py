@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
-from .atomic import install_built, write_atomic
+from .atomic import check_build_target, install_built, write_atomic
 from .data.lmdb_format import partial_path
 
 STATE = ".export-state.json"
@@ -33,14 +32,7 @@ class FolderWriter:
 
     def __init__(self, out: str | os.PathLike, fingerprint: dict, *, resume: bool = False, overwrite: bool = False):
         self.out, self.partial = Path(out), partial_path(out)
-        if self.out.exists() and not overwrite:
-            raise FileExistsError(f"{self.out} already exists (pass --overwrite to replace it)")
-        if self.partial.exists():
-            if overwrite and not resume:
-                shutil.rmtree(self.partial)
-            elif not resume:
-                raise FileExistsError(f"{self.partial} holds an interrupted export: pass --resume to continue it "
-                                      "or --overwrite to start over")
+        check_build_target(self.out, self.partial, resume=resume, overwrite=overwrite, what="export")
         self.fingerprint = json.loads(json.dumps({"format": self.format_name, **fingerprint}))
         self.count, self.state, self.records = 0, {}, []
         state_file = self.partial / STATE

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import lmdb
 
-from ..atomic import install_built
+from ..atomic import check_build_target, install_built
 
 NUM_SAMPLES = b"num-samples"
 META = b"meta"
@@ -112,14 +111,7 @@ class LmdbWriter:
         self.out = Path(out)
         self.partial = partial_path(self.out)
         self.commit_every = commit_every
-        if self.out.exists() and not overwrite:
-            raise FileExistsError(f"{self.out} already exists (pass --overwrite to replace it)")
-        if self.partial.exists():
-            if overwrite and not resume:
-                shutil.rmtree(self.partial)
-            elif not resume:
-                raise FileExistsError(
-                    f"{self.partial} holds an interrupted build: pass --resume to continue it or --overwrite to start over")
+        check_build_target(self.out, self.partial, resume=resume, overwrite=overwrite)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.env = lmdb.open(str(self.partial), map_size=_INITIAL_MAP_SIZE, subdir=True, lock=True)
         self.fingerprint = json.loads(json.dumps(fingerprint))  # normalise tuples etc.
