@@ -22,11 +22,19 @@ from ..training.checkpoint import (CheckpointError, file_sha256, load_checkpoint
 
 
 def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | None = None,
-                     writer_widths: list[float] | None = None) -> Path:
-    """The small weights file; `writer_widths` (data.writer_px_per_char of the training words)
-    fills in what checkpoints of older trainers lack, for per-style word widths."""
+                     writer_widths: list[float] | str | Path | None = None) -> Path:
+    """The small weights file; `writer_widths` (data.writer_px_per_char of the training words, or
+    an LMDB of them to measure at the checkpoint's height) fills in what checkpoints of older
+    trainers lack, for per-style word widths."""
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint, map_location="cpu", kind="gan")
+    if isinstance(writer_widths, (str, Path)):
+        from ..data import LmdbWordDataset
+        from .data import writer_px_per_char
+        lmdb_path = writer_widths
+        writer_widths = writer_px_per_char(LmdbWordDataset(lmdb_path, height=ckpt["config"]["data"]["height"]))
+        if not writer_widths:
+            raise CheckpointError(f"{lmdb_path}: no writer ids with 5 or more words")
     models = ckpt["models"]
     key = "generator_ema" if "generator_ema" in models else "generator"
     if key not in models:
@@ -64,15 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, json.JSONDecodeError) as e:
             p.error(f"--metrics {args.metrics}: {e}")
     try:
-        widths = None
-        if args.writer_widths_from:
-            from ..data import LmdbWordDataset
-            from .data import writer_px_per_char
-            ckpt_config = load_checkpoint(args.checkpoint, map_location="cpu", kind="gan")["config"]
-            widths = writer_px_per_char(LmdbWordDataset(args.writer_widths_from, height=ckpt_config["data"]["height"]))
-            if not widths:
-                raise CheckpointError(f"{args.writer_widths_from}: no writer ids with 5 or more words")
-        path = export_generator(args.checkpoint, args.out, metrics, widths)
+        path = export_generator(args.checkpoint, args.out, metrics, args.writer_widths_from)
     except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
