@@ -111,9 +111,7 @@ class WordGenerator:
             eps = torch.linalg.solve_triangular(chol, (eps - mean).T, upper=False).T
         v = torch.randn(self.z_dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         q = 0.5 * (1 + torch.erf((eps @ (v / v.norm())) / 2 ** 0.5))  # uniform under the prior
-        pos = q * (len(self.writer_widths) - 1)
-        lo = pos.floor().long().clamp(max=len(self.writer_widths) - 2)
-        return self.writer_widths[lo] + (pos - lo) * (self.writer_widths[lo + 1] - self.writer_widths[lo])
+        return torch.quantile(self.writer_widths, q)
 
     @property
     def height(self) -> int:
