@@ -328,6 +328,10 @@ def test_synthetic_speed_reports_both_measurements(data, generator, tmp_path):
     # The step time is measured with the cached words (built once, apart), as benchmarks.run reads them.
     assert r["cache"]["words"] == 30 and r["cache"]["build_s"] > 0 and not r["cache"]["reused"]
     assert (tmp_path / "bench" / "cache").is_dir()
+    # The padded pixels of the timed batches, which the work of a step follows.
+    assert r["batch_pixels"]["real"] > 0 and r["batch_pixels"]["mixed"] > 0
+    assert r["pixel_ratio"] == pytest.approx(r["batch_pixels"]["mixed"] / r["batch_pixels"]["real"])
+    assert r["step_time_ratio_per_pixel"] == pytest.approx(r["step_time_ratio"] / r["pixel_ratio"])
 
 
 def test_tsv_dataset_is_built_once_into_lmdbs(tmp_path):

@@ -328,3 +328,68 @@ def test_latent_reconstruction_recovers_z_on_a_toy_case(words_lmdb, tmp_path):
         history.append(float(tr.g_step(real["images"] * 2 - 1, real["widths"], real, [])[0]["loss/g_info"].detach()))
     first, last = sum(history[:10]) / 10, sum(history[-10:]) / 10
     assert last < 0.75 * 0.8 and last < 0.7 * first, history[::10]
+
+
+@pytest.fixture(scope="module")
+def two_writers_lmdb(tmp_path_factory):
+    """Words by two 'writers' that differ only in stroke weight (cv2 thickness 1 vs 3)."""
+    import cv2
+    import numpy as np
+
+    from htr_augment.data.sources import Item
+    tmp = tmp_path_factory.mktemp("writers")
+    rng = random.Random(1)
+    items = []
+    for i in range(64):
+        word = "".join(rng.choice("abcdeh") for _ in range(rng.randint(2, 5)))
+        thick = 1 + 2 * (i % 2)
+        img = np.full((32, 16 * len(word) + 8), 255, np.uint8)
+        cv2.putText(img, word, (4, 24), cv2.FONT_HERSHEY_SIMPLEX, 32 / 45, 0, thick)
+        items.append(Item(f"word {i}", word, "bold" if thick == 3 else "thin", lambda img=img: (None, img)))
+    build(items, tmp / "w.lmdb", BuildOptions(height=32), inputs=["drawn"], progress=False)
+    return tmp / "w.lmdb"
+
+
+def test_writer_identity_trains_w_on_real_words_and_moves_g_and_e_not_w(two_writers_lmdb, tmp_path):
+    torch.manual_seed(0)
+    tr = make_trainer(two_writers_lmdb, tmp_path, g_every=1, w_adv=0.0, alpha=0.0, w_rec=0.0, w_info=0.0,
+                      w_wid=1.0, wid_start=30, lr_w=1e-3)
+    assert tr.writer_ids == ["bold", "thin"]
+    loader = torch.utils.data.DataLoader(tr.dataset, batch_size=16, shuffle=True, collate_fn=tr.collate,
+                                         generator=torch.Generator().manual_seed(0))
+    acc = []
+    for step in range(30):
+        real = next(iter(loader))
+        acc.append(float(tr.w_step(real["images"] * 2 - 1, real["widths"], real)["acc/w_real"]))
+    assert sum(acc[-10:]) / 10 > 0.9, acc  # W tells the stroke weights apart on real words
+    # G's writer term (from wid_start on): new text in E(x) judged by W; its gradient reaches G and E, not W.
+    x = real["images"] * 2 - 1
+    early = make_trainer(two_writers_lmdb, tmp_path / "early", g_every=1, w_wid=1.0, wid_start=30)
+    early.step = 29
+    assert "loss/g_wid" not in early.g_step(x, real["widths"], real, [])[0]
+    tr.step = 30
+    tr.W.zero_grad(set_to_none=True)
+    e_before = [q.detach().clone() for q in tr.E.parameters()]
+    losses, _ = tr.g_step(x, real["widths"], real, [])
+    assert torch.isfinite(losses["loss/g_wid"]) and 0.0 <= float(losses["acc/g_wid"]) <= 1.0
+    assert all(q.grad is None for q in tr.W.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(e_before, tr.E.parameters()))
+    tr.save()
+    ckpt = load_checkpoint(tmp_path / "last.pt", kind="gan")
+    assert ckpt["extra"]["writer_ids"] == ["bold", "thin"] and "writer_classifier" in ckpt["models"]
+    again = make_trainer(two_writers_lmdb, tmp_path, w_wid=1.0)
+    again.resume(tmp_path / "last.pt")
+    assert all(torch.equal(a, b) for a, b in zip(tr.W.state_dict().values(), again.W.state_dict().values()))
+
+
+def test_writer_identity_resumes_weights_without_a_classifier_and_needs_writer_ids(two_writers_lmdb, words_lmdb,
+                                                                                   tmp_path):
+    plain = make_trainer(two_writers_lmdb, tmp_path / "plain", checkpoint_every=2, sample_every=1000)
+    plain.fit(2)
+    assert plain.W is None and "writer_classifier" not in load_checkpoint(tmp_path / "plain" / "last.pt")["models"]
+    more = make_trainer(two_writers_lmdb, tmp_path / "plain", w_wid=1.0, checkpoint_every=2, sample_every=1000)
+    more.resume(tmp_path / "plain" / "last.pt")  # W starts fresh on older weights
+    more.fit(4)
+    assert "writer_classifier" in load_checkpoint(tmp_path / "plain" / "last.pt")["models"]
+    with pytest.raises(ValueError, match="writer id"):
+        make_trainer(words_lmdb, tmp_path / "none", w_wid=1.0)

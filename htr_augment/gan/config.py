@@ -58,6 +58,12 @@ DEFAULTS: dict = {
         # w_div: mode seeking (Mao et al. 2019): the same texts in two prior styles are pushed
         # apart, against the narrow hands of the first CPU run (z-diversity 0.05). 0: off.
         "w_div": 0.0,
+        # w_wid: writer identity (HiGAN+): a writer classifier W learns the training writers from
+        # real words, and G's new text in E(x) must classify as x's writer, so that E's codes
+        # (and the prior fitted to them) carry the hand. 0: off, no W. wid_start: the iteration
+        # from which G's term counts (W trains from its creation on, so that a run resumed
+        # from weights without W first gets a W worth listening to).
+        "w_wid": 0.0, "wid_start": 0, "lr_w": 2e-4,
         "balance_decay": 0.99,
         "ema_decay": 0.999,
         "diffaugment": ["translation", "cutout", "color"],

@@ -40,7 +40,7 @@ class CanonicalCollate:
         batch, widths = pad_batch(images)
         tokens, lengths, targets = encode_texts([s.text for s in samples], self.alphabet)
         return {"images": batch, "widths": widths, "targets": targets, "target_lengths": lengths,
-                "texts": [s.text for s in samples]}
+                "texts": [s.text for s in samples], "writers": [s.writer for s in samples]}
 
 
 class TextSampler:

@@ -205,13 +205,14 @@ class Discriminator(nn.Module):
         return self.head(feats)[:, 0]
 
 
-class StyleEncoder(nn.Module):
-    """Real word image (B, 1, H, W) in G's geometry + widths -> (mu, logvar), each (B, style_dim).
+class WordTrunk(nn.Module):
+    """Word image (B, 1, H, W) in G's geometry + widths -> features (B, C) of the whole word.
 
-    Plain convolutions (no batch statistics: a word's style must not depend on its batch),
-    LeakyReLU, average pooling to 1/16 of the width, then the mean over the valid columns."""
+    Plain convolutions (no batch statistics: a word's features must not depend on its batch),
+    LeakyReLU, average pooling to 1/16 of the width, then the mean over the valid columns.
+    Shared by the style encoder and the writer classifier; `out` is their linear head."""
 
-    def __init__(self, style_dim: int, *, base: int = 16, channel_mult: tuple[int, ...] = (1, 2, 4, 8)):
+    def __init__(self, outputs: int, *, base: int = 16, channel_mult: tuple[int, ...] = (1, 2, 4, 8)):
         super().__init__()
         chans = [1] + [base * m for m in channel_mult]
         layers: list[nn.Module] = []
@@ -224,18 +225,41 @@ class StyleEncoder(nn.Module):
                 nn.init.kaiming_normal_(m.weight, a=0.2)  # fades over 8 layers and E learned little
                 nn.init.zeros_(m.bias)
         self.stride = 2 ** len(channel_mult)
-        self.out = nn.Linear(chans[-1], 2 * style_dim)
-        self.style_dim = style_dim
+        self.out = nn.Linear(chans[-1], outputs)
 
-    def forward(self, images: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(self, images: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
         # Background (-1) beyond the widest word too, wider than half the receptive field (~76 px):
         # otherwise the convolutions' zero padding (mid-grey) reached only the widest word of a
-        # batch, and a word's style depended on its batch mates.
+        # batch, and a word's features depended on its batch mates.
         pad = -images.shape[-1] % self.stride + 3 * self.stride
         x = F.pad(images, (0, pad), value=-1.0)
         h = self.net(x).mean(dim=2)  # (B, C, W')
         cols = ((widths + self.stride - 1) // self.stride).clamp(min=1)
         valid = column_keep(h.shape[-1], cols).to(h.dtype)
-        feats = (h * valid[:, None, :]).sum(2) / cols[:, None].to(h.dtype)
-        mu, logvar = self.out(feats).chunk(2, dim=1)
+        return (h * valid[:, None, :]).sum(2) / cols[:, None].to(h.dtype)
+
+
+class StyleEncoder(WordTrunk):
+    """Real word image (B, 1, H, W) in G's geometry + widths -> (mu, logvar), each (B, style_dim)."""
+
+    def __init__(self, style_dim: int, *, base: int = 16, channel_mult: tuple[int, ...] = (1, 2, 4, 8)):
+        super().__init__(2 * style_dim, base=base, channel_mult=channel_mult)
+        self.style_dim = style_dim
+
+    def forward(self, images: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.out(self.features(images, widths)).chunk(2, dim=1)
         return mu, logvar.clamp(-8.0, 4.0)
+
+
+class WriterClassifier(WordTrunk):
+    """Word image (B, 1, H, W) in G's geometry + widths -> logits over the training writers.
+
+    Trained on real words only; G is asked to write new text in E(x) so that it classifies
+    as x's writer (HiGAN+'s writer-identity loss): E's codes must then carry the hand, and
+    the styles drawn from them differ as writers do."""
+
+    def __init__(self, writers: int, *, base: int = 16, channel_mult: tuple[int, ...] = (1, 2, 4, 8)):
+        super().__init__(writers, base=base, channel_mult=channel_mult)
+
+    def forward(self, images: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(images, widths))

@@ -1,7 +1,8 @@
 """The GAN training loop: D (hinge), R (CTC on real words only), G and the style encoder E.
 
 One iteration consumes one new real batch:
-  1. D: hinge loss on DiffAugment-ed real words and generated ones (G not updated).
+  1. D: hinge loss on DiffAugment-ed real words and generated ones (G not updated); with
+     train.w_wid, the writer classifier W: cross-entropy on the real batch's writers.
   2. R: CTC on the real batch, unless R is frozen; R never sees a generated image in its
      own update. With recognizer.pretrain_steps, R first trains alone for that many
      iterations, in G's geometry.
@@ -10,7 +11,8 @@ One iteration consumes one new real batch:
      (c) random texts in z ~ N(0, I) styles (E(G(z, t)) ~ z: latent reconstruction) and,
      with train.w_div, (d) the same texts in a second z, pushed apart (mode seeking). The
      adversarial loss (D), the CTC loss (R in eval mode, so its batch statistics stay those
-     of real handwriting), the reconstruction and the latent-reconstruction losses are
+     of real handwriting), the reconstruction, the latent-reconstruction and, with
+     train.w_wid, the writer-identity loss (W: (b) must classify as x's writer) are
      differentiated with respect to the generated images only and balanced by running
      standard deviations (balance.py); a small KL keeps E's codes near G's prior.
   4. The EMA copies of G and E follow.
@@ -42,7 +44,7 @@ from .balance import GradientBalancer
 from .data import CanonicalCollate, TextSampler, encode_texts, natural_px_per_char, writer_px_per_char
 from .diffaugment import diff_augment
 from .health import discriminator_health, generator_health, recognizer_cer
-from .models import StyleEncoder
+from .models import StyleEncoder, WriterClassifier
 from .word_generator import (build_discriminator, build_generator, build_style_encoder, fit_style_prior,
                              from_style_prior, style_prior_tensors)
 
@@ -94,6 +96,12 @@ class GanTrainer:
             for t_ in self.E.state_dict().values():
                 torch.distributed.broadcast(t_, 0)
         self.R = CRNN(recognizer_config, len(alphabet)).to(dev)  # the project's recognizer, not a second one
+        self.writer_ids = self._writer_ids(config, dataset)
+        self.W: WriterClassifier | None = None
+        if self.writer_ids:
+            self.W = WriterClassifier(len(self.writer_ids), base=config["style"]["base"]).to(dev)
+            self.writer_index = {w: i for i, w in enumerate(self.writer_ids)}
+            self.opt_w = torch.optim.Adam(self.W.parameters(), lr=t["lr_w"], betas=(0.5, 0.999))
         self.recognizer_config = recognizer_config
         self.ema = EMA(self.G, t["ema_decay"])
         self.ema_e = EMA(self.E, t["ema_decay"]) if self.E is not None else None
@@ -106,12 +114,14 @@ class GanTrainer:
             self.opt_g = Lookahead(self.opt_g, t["lookahead_k"], t["lookahead_alpha"])
             self.opt_d = Lookahead(self.opt_d, t["lookahead_k"], t["lookahead_alpha"])
         self.balancer = GradientBalancer({"adv": t["w_adv"], "ctc": t["alpha"], "rec": t["w_rec"],
-                                          "info": t["w_info"], "div": t["w_div"]}, t["balance_decay"])
+                                          "info": t["w_info"], "div": t["w_div"], "wid": t["w_wid"]},
+                                         t["balance_decay"])
         if dist.distributed:
             ids = [dev.index] if dev.type == "cuda" else None
             self.G_train, self.D_train, self.R_train = (DDP(m, device_ids=ids) for m in (self.G, self.D, self.R))
+            self.W_train = DDP(self.W, device_ids=ids) if self.W is not None else None
         else:
-            self.G_train, self.D_train, self.R_train = self.G, self.D, self.R
+            self.G_train, self.D_train, self.R_train, self.W_train = self.G, self.D, self.R, self.W
         self.collate = CanonicalCollate(alphabet, config["data"]["px_per_char"])
         # By default G writes the training words at their real frequencies, so that D cannot
         # tell real from fake by the distribution of word lengths.
@@ -125,6 +135,24 @@ class GanTrainer:
         self._held_out = None
         self.fitted_prior = None  # set at checkpoints when style.fitted_prior
 
+    @staticmethod
+    def _writer_ids(config: dict, dataset) -> list[str]:
+        """The training writers W tells apart (sorted ids), or [] without the writer-identity loss."""
+        if config["train"]["w_wid"] <= 0:
+            return []
+        if config["style"]["enabled"] is False:
+            raise ValueError("train.w_wid needs the style encoder (style.enabled): G writes in E(x)'s style")
+        ids = sorted({w for w in getattr(dataset, "writers", []) if w})
+        if len(ids) < 2:
+            raise ValueError(f"train.w_wid: the training words have {len(ids)} writer id(s); the writer-identity "
+                             "loss needs an LMDB with writer ids (htr-build-lmdb from a TSV with a writer "
+                             "column, then recognizer.segment) and at least two writers")
+        return ids
+
+    def writer_targets(self, real: dict) -> torch.Tensor:
+        """Class indices of the batch's writers; -100 (ignored by the cross-entropy) for words without one."""
+        return torch.tensor([self.writer_index.get(w, -100) for w in real["writers"]], device=self.dist.device)
+
     @property
     def r_frozen_now(self) -> bool:
         return self.config["recognizer"]["frozen"] and self.step >= self.config["recognizer"]["pretrain_steps"]
@@ -136,16 +164,19 @@ class GanTrainer:
                   "discriminator": self.D.state_dict(), "recognizer": self.R.state_dict()}
         if self.E is not None:
             models.update(style_encoder=self.E.state_dict(), style_encoder_ema=self.ema_e.model.state_dict())
+        optimizers = {"generator": opt_state(self.opt_g), "discriminator": opt_state(self.opt_d),
+                      "recognizer": opt_state(self.opt_r)}
+        if self.W is not None:
+            models["writer_classifier"] = self.W.state_dict()
+            optimizers["writer_classifier"] = self.opt_w.state_dict()
         return make_checkpoint(
             "gan", {**self.config, "recognizer_model": self.recognizer_config}, self.alphabet, self.step,
             self.epoch, batch_in_epoch=self.batch_in_epoch, models=models,
-            optimizers={"generator": opt_state(self.opt_g), "discriminator": opt_state(self.opt_d),
-                        "recognizer": opt_state(self.opt_r)},
-            rng=all_gather_objects(rng_state()),
+            optimizers=optimizers, rng=all_gather_objects(rng_state()),
             extra={"natural_px_per_char": self.natural_px_per_char, "writer_px_per_char": self.writer_px_per_char,
                    "data_credit": data_credit(getattr(self.dataset, "meta", {})) or "",
                    "train_words": len(self.dataset), "g_steps": self.g_steps, "balancer": self.balancer.state_dict(),
-                   "style_prior": self.refit_prior()})
+                   "style_prior": self.refit_prior(), "writer_ids": self.writer_ids})
 
     def refit_prior(self) -> dict | None:
         prior = self.style_prior()
@@ -187,6 +218,13 @@ class GanTrainer:
             model.load_state_dict(ckpt["models"][name])
         for name, opt in (("generator", self.opt_g), ("discriminator", self.opt_d), ("recognizer", self.opt_r)):
             opt.load_state_dict(ckpt["optimizers"][name])
+        if self.W is not None and "writer_classifier" in ckpt["models"]:
+            if ckpt["extra"].get("writer_ids") != self.writer_ids:
+                raise CheckpointError(f"{path}: its writer classifier was trained on other writers than those of "
+                                      "the training LMDB")
+            self.W.load_state_dict(ckpt["models"]["writer_classifier"])
+            self.opt_w.load_state_dict(ckpt["optimizers"]["writer_classifier"])
+        # else: weights from a run without the writer-identity loss; W starts here (train.wid_start)
         self.step, self.epoch, self.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         self.g_steps = ckpt["extra"].get("g_steps", self.step)
         if self.config["style"]["fitted_prior"] and self.g_steps > 0:
@@ -246,6 +284,20 @@ class GanTrainer:
         self.opt_d.step()
         return {"loss/d_real": loss_real, "loss/d_fake": loss_fake}
 
+    def w_step(self, real_x, real_w, real) -> dict[str, torch.Tensor]:
+        """W: cross-entropy on the real batch's writers (real words only, like R)."""
+        target = self.writer_targets(real)
+        if not (target >= 0).any():
+            return {}  # no word of this batch has a known writer
+        self.W_train.train()
+        logits = self.W_train(real_x, real_w)
+        loss = F.cross_entropy(logits, target, ignore_index=-100)
+        self.opt_w.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_w.step()
+        known = target >= 0
+        return {"loss/w_real_ce": loss, "acc/w_real": (logits.argmax(1)[known] == target[known]).float().mean()}
+
     def r_step(self, real_x, real, dev) -> dict[str, torch.Tensor]:
         self.R_train.train()
         out = self.R_train((real_x + 1) / 2, real["widths"].to(dev))
@@ -287,6 +339,14 @@ class GanTrainer:
             mu_fake, _ = self.E(fake[z0:], widths[z0:])
             losses["loss/g_info"] = (mu_fake - styles[z0:]).abs().mean()
             losses["loss/e_kl"] = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).mean()
+        target = self.writer_targets(real) if self.W is not None and self.step >= t["wid_start"] else None
+        if target is not None and (target >= 0).any():
+            # New text in E(x) (chunk b) must look like x's writer's hand (W's weights get no gradient:
+            # the balancer differentiates with respect to the image only).
+            logits = self.W(fake[B:2 * B], widths[B:2 * B])
+            losses["loss/g_wid"] = F.cross_entropy(logits, target, ignore_index=-100)
+            known = target >= 0
+            losses["acc/g_wid"] = (logits.argmax(1)[known] == target[known]).float().mean()
         check_finite(losses, self.step + 1)  # before G's update: a NaN never reaches its weights
         self.opt_g.zero_grad(set_to_none=True)
         if self.E is not None:
@@ -319,6 +379,8 @@ class GanTrainer:
             losses.update(self.r_step(real_x, real, dev))  # R alone, before the game
             return {k: float(v.detach()) for k, v in losses.items()}
         losses.update(self.d_step(real_x, real_w, policy))
+        if self.W is not None:
+            losses.update(self.w_step(real_x, real_w, real))
         if not self.r_frozen_now:
             losses.update(self.r_step(real_x, real, dev))
         stats: dict[str, float] = {}
