@@ -54,11 +54,9 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import hashlib
 import json
 import logging
 import os
-import random
 import statistics
 import sys
 import time
@@ -66,7 +64,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -75,10 +72,7 @@ from htr_augment.alphabet import Alphabet
 from htr_augment.atomic import write_atomic
 from htr_augment.config import load_config, merge
 from htr_augment.data import LmdbWordDataset
-from htr_augment.data.build_lmdb import BuildOptions, build
 from htr_augment.data.credit import data_credit
-from htr_augment.data.lmdb_format import label_key, open_shared, partial_path, read_meta, read_num_samples
-from htr_augment.data.sources import read_tsv
 from htr_augment.images import encode_png, to_uint8
 from htr_augment.lexicon import load_lexicon
 from htr_augment.mixing import MixedDataset, MixingBatchSampler
@@ -86,14 +80,17 @@ from htr_augment.synthetic_cache import InterleavedDataset, WordCache, cached_wo
 from htr_augment.training import read_metrics_csv, select_device
 from htr_augment.training.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from recognizer.config import load_recognizer_config, make_config
-from recognizer.evaluate import bootstrap_ci, evaluate
+from recognizer.evaluate import evaluate
 from recognizer.model import load_recognizer
 from recognizer.pretrained import is_pretrained
 from recognizer.report import write_report
 from recognizer.train import RUNTIME_KEYS, load_datasets, train
 
+from .common import BenchmarkError, sha256_text, write_json
+from .data import Splits, check_unseen, lmdb_identity, resolve_data, select_writers, word_splits
 from .lines import GRID_LINES, corpus_lines, line_dataset, line_stats_sha256
 from .report import write_reports
+from .stats import BOOTSTRAP_METHOD, seed_stats, versus
 
 log = logging.getLogger("benchmarks.run")
 
@@ -135,10 +132,6 @@ DEFAULTS: dict[str, Any] = {
 }
 RENAMED = {"synthetic_source": 'arms (e.g. arms = "baseline,gan")',
            "synthetic_length": "synthetic_pool (synthetic words cached per source)"}
-
-
-class BenchmarkError(ValueError):
-    """A setting or input that makes the benchmark impossible; the message says which."""
 
 
 # -- settings -------------------------------------------------------------------------------
@@ -194,169 +187,7 @@ def check_settings(s: dict, config: dict) -> None:
                              f"{round(ratio * batch)} synthetic samples per batch; need between 1 and {batch - 1}")
 
 
-# -- data -------------------------------------------------------------------------------
-
-@dataclass
-class Splits:
-    origin: str
-    train: Path
-    val: Path | None
-    test: Path
-
-
-def _is_lmdb(path: Path) -> bool:
-    return (path / "data.mdb").is_file()
-
-
-def _meta(path: Path) -> dict:
-    with open_shared(path).begin() as txn:
-        return read_meta(txn)
-
-
-def resolve_data(data: str | os.PathLike, cache: Path, progress: bool = True) -> Splits:
-    """train/val/test LMDBs: those of a folder of prepared LMDBs, or built (once, into
-    `cache`) from a TSV dataset with a split column, such as ../shared/data/copiste."""
-    data = Path(data)
-    if not data.exists():
-        raise BenchmarkError(f"{data}: no such dataset (--data: a folder of train.lmdb, val.lmdb, test.lmdb, "
-                             "or a TSV dataset such as ../shared/data/copiste)")
-    if data.is_dir() and _is_lmdb(data / "train.lmdb"):
-        if not _is_lmdb(data / "test.lmdb"):
-            raise BenchmarkError(f"{data}: has train.lmdb but no test.lmdb (val.lmdb is optional)")
-        val = data / "val.lmdb"
-        return Splits(str(data), data / "train.lmdb", val if _is_lmdb(val) else None, data / "test.lmdb")
-    tsv = _find_tsv(data)
-    built = {split: _build_split(tsv, split, cache, progress) for split in ("train", "val", "test")}
-    for split in ("train", "test"):
-        if built[split] is None:
-            raise BenchmarkError(f"{tsv}: no row with split '{split}' (the benchmark needs train and test)")
-    return Splits(str(tsv), built["train"], built["val"], built["test"])
-
-
-def _find_tsv(data: Path) -> Path:
-    if data.is_file():
-        if data.suffix.lower() != ".tsv":
-            raise BenchmarkError(f"{data}: --data takes a folder or a .tsv file")
-        return data
-    tsvs = sorted(data.glob("*.tsv"))
-    if len(tsvs) > 1 and data / "lines.tsv" in tsvs:
-        return data / "lines.tsv"
-    if len(tsvs) != 1:
-        found = ", ".join(p.name for p in tsvs) or "none"
-        raise BenchmarkError(f"{data}: expected train.lmdb + test.lmdb (+ val.lmdb), or one TSV with columns "
-                             f"'file text document split' (TSV files found: {found}); pass the TSV itself")
-    return tsvs[0]
-
-
-def _build_split(tsv: Path, split: str, cache: Path, progress: bool) -> Path | None:
-    out = cache / f"{split}.lmdb"
-    inputs = [f"tsv:{tsv.resolve()}[split={split}]"]
-    if _is_lmdb(out):
-        if _meta(out).get("source") != inputs:
-            raise BenchmarkError(f"{out} was built from {_meta(out).get('source')}, not {inputs[0]}: "
-                                 "remove it or choose another --out")
-        return out
-    items = list(read_tsv(tsv, split))
-    if not items:
-        return None
-    report = build(items, out, BuildOptions(), inputs=inputs, resume=partial_path(out).is_dir(), progress=progress)
-    log.info("%s", report.summary())
-    if report.written == 0:
-        raise BenchmarkError(f"{tsv}: no usable sample in split '{split}' (see {report.rejects_path})")
-    return out
-
-
-def lmdb_identity(path: Path | None) -> dict | None:
-    """What a run's results depend on in an LMDB: a rebuilt LMDB has another creation time."""
-    if path is None:
-        return None
-    return {"path": str(path.resolve()), "created": _meta(path).get("created")}
-
-
-def select_writers(writers: list[str], k: int, seed: int) -> list[str]:
-    """K of the distinct writer ids, drawn with `seed` (the same for every run), sorted."""
-    pool = sorted(set(writers) - {""})
-    if not pool:
-        raise BenchmarkError("the training data has no writer ids: the low-resource regime needs them "
-                             "(use --regime full)")
-    if k > len(pool):
-        raise BenchmarkError(f"--writers {k}: the training data has only {len(pool)} writers")
-    return sorted(random.Random(f"writers:{seed}").sample(pool, k))
-
-
-def check_unseen(test: LmdbWordDataset, others: list[LmdbWordDataset | None]) -> None:
-    """The claim of the benchmark: the test writers were not trained or selected on."""
-    test_writers = set(test.writers) - {""}
-    for ds in others:
-        shared = sorted(test_writers & set(ds.writers)) if ds is not None else []
-        if shared:
-            raise BenchmarkError(f"{test.path} and {ds.path} share {len(shared)} writer(s) ({', '.join(shared[:5])}"
-                                 f"{', ...' if len(shared) > 5 else ''}): the test writers must be unseen")
-
-
-# -- words: lines cut by the shipped line recognizer --------------------------------------------
-
-def is_word_lmdb(path: Path, probe: int = 500) -> bool:
-    """Words (recognizer.segment's output, or no label with a space among the first `probe`), not lines."""
-    if "segmentation" in _meta(path):
-        return True
-    with open_shared(path).begin() as txn:
-        n = min(probe, read_num_samples(txn, path))
-        return not any(" " in txn.get(label_key(i)).decode("utf-8") for i in range(1, n + 1))
-
-
-def word_splits(splits: Splits, segmenter: str, cache: Path, device: torch.device, min_score: float = -1.0,
-                progress: bool = True) -> tuple[Splits, dict]:
-    """The splits as words: word LMDBs as they are; line LMDBs cut by `segmenter` (a shipped name
-    or a checkpoint) once into cache/words-HASH/, named by the segmenter's SHA-256, the line
-    LMDBs and the segmentation options, and reused by every later run with the same inputs."""
-    from recognizer.pretrained import resolve
-    from recognizer.segment import SegmentOptions, segment_lines
-
-    lines = {k: p for k, p in (("train", splits.train), ("val", splits.val), ("test", splits.test)) if p}
-    if all(is_word_lmdb(p) for p in lines.values()):
-        return splits, {"segmented": False, "note": "word LMDBs given: used as they are"}
-    weights = resolve(segmenter)  # PretrainedError naming the missing file and the command that makes it
-    opts = SegmentOptions(min_score=float(min_score))
-    key = {"segmenter_sha256": file_sha256(weights), "options": opts.fingerprint(),
-           "lines": {k: lmdb_identity(p) for k, p in lines.items()}}
-    folder = cache / f"words-{_sha256_text(json.dumps(key, sort_keys=True))[:16]}"
-    info_path = folder / "segmentation.json"
-    if info_path.is_file() and all(_is_lmdb(folder / f"{k}.lmdb") for k in lines):
-        info = {**json.loads(info_path.read_text(encoding="utf-8")), "reused": True}
-        log.info("words cut by %s before, reused: %s", segmenter, folder)
-    else:
-        model, alphabet, config = load_recognizer(weights, device)
-        info = {"segmented": True, "segmenter": segmenter, "segmenter_file": str(weights), "key": key,
-                "dir": str(folder), "splits": {}, "reused": False}
-        for split, path in lines.items():
-            out, t0 = folder / f"{split}.lmdb", time.perf_counter()
-            if not _is_lmdb(out):  # an earlier, interrupted pass may have finished some splits
-                report = segment_lines(model, alphabet, path, out, opts, height=config["data"]["height"],
-                                       device=device, checkpoint=f"{segmenter} (SHA-256 {key['segmenter_sha256']})",
-                                       resume=partial_path(out).is_dir(), progress=progress)
-                if report.words == 0:
-                    raise BenchmarkError(f"{path}: the segmenter {segmenter} cut no word from its lines "
-                                         f"(rejects: {report.rejects_path})")
-            counts = _meta(out)["counts"]
-            info["splits"][split] = {"lines": counts["lines"], "lines_kept": counts["lines_kept"],
-                                     "words": counts["words"], "seconds": time.perf_counter() - t0}
-        info["seconds"] = sum(v["seconds"] for v in info["splits"].values())
-        _write_json(info_path, info)  # last: its presence marks the cut complete
-    got = {k: folder / f"{k}.lmdb" for k in lines}
-    return Splits(f"{splits.origin}, cut into words by {segmenter}", got["train"], got.get("val"), got["test"]), info
-
-
 # -- shared state -----------------------------------------------------------------------------
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
-
-
-def _sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
 
 def _canonical(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
@@ -557,9 +388,9 @@ def _relative(path: Path, root: Path) -> str:
 def pool_key(source: Source, words: list[str], settings: dict, height: int) -> dict:
     """What the cached words depend on: the generator by content, not by path; lines also on
     the level and the layout statistics (and a corpus of lines, not a lexicon)."""
-    texts = {"level": "lines", "corpus_sha256": _sha256_text("\n".join(words)),
+    texts = {"level": "lines", "corpus_sha256": sha256_text("\n".join(words)),
              "line_stats_sha256": line_stats_sha256()} if source.lines \
-        else {"lexicon_sha256": _sha256_text("\n".join(words))}
+        else {"lexicon_sha256": sha256_text("\n".join(words))}
     return {"source": source.kind, "generator_sha256": source.sha256, "fonts": source.fonts, **texts,
             "count": int(settings["synthetic_pool"]), "seed": int(settings["synthetic_seed"]), "height": height}
 
@@ -636,7 +467,7 @@ def _finished_run(run_dir: Path, fingerprint: dict) -> dict | None:
     if started.is_file() and json.loads(started.read_text(encoding="utf-8")) != fingerprint:
         raise BenchmarkError(f"{run_dir} holds an unfinished run with other settings; "
                              "remove it or choose another --out")
-    _write_json(started, fingerprint)
+    write_json(started, fingerprint)
     return None
 
 
@@ -679,7 +510,7 @@ def run_one(ctx: Context, regime: Regime, arm: Arm, seed: int, pools: dict[str, 
                        on_step=study.step if study else None)
     finally:  # an interrupted session's time counts too
         timing = {"train_s": timing["train_s"] + time.perf_counter() - t0, "sessions": timing["sessions"] + 1}
-        _write_json(timing_path, timing)
+        write_json(timing_path, timing)
     if result.interrupted or result.step < tc["max_steps"]:  # stopped early: checkpointed, resumed on rerun
         raise KeyboardInterrupt
     ckpt = result.best_checkpoint if s["evaluate"] == "best" and result.best_checkpoint else result.last_checkpoint
@@ -694,11 +525,11 @@ def run_one(ctx: Context, regime: Regime, arm: Arm, seed: int, pools: dict[str, 
         "train_sessions": timing["sessions"], "eval_wall_s": time.perf_counter() - t1,
         "real_train_samples": len(regime.real), "test_samples": len(ev.samples),
         "cer": ev.cer, "wer": ev.wer, "val_curve": validation_curve(run_dir),
-        "references_sha256": _sha256_text("\n".join(x.reference for x in ev.samples)),
+        "references_sha256": sha256_text("\n".join(x.reference for x in ev.samples)),
         "per_sample": {"char_errors": [x.char_errors for x in ev.samples], "chars": [x.length for x in ev.samples],
                        "word_errors": [x.word_errors for x in ev.samples], "words": [x.words for x in ev.samples]},
     }
-    _write_json(run_dir / "result.json", record)  # last: its presence marks the run finished
+    write_json(run_dir / "result.json", record)  # last: its presence marks the run finished
     log.info("%s: test CER %.4f, WER %.4f", run_dir, ev.cer, ev.wer)
     return {**record, "skipped": False}
 
@@ -728,59 +559,11 @@ def run_one(ctx: Context, regime: Regime, arm: Arm, seed: int, pools: dict[str, 
 #           synthetic_words (distinct cached words it mixes in),
 #           runs: [{seed, dir, ..., skipped, val_curve: [[step, validation CER], ...]}]}}
 
-METRICS = (("cer", "char_errors", "chars"), ("wer", "word_errors", "words"))
-BOOTSTRAP_METHOD = ("paired percentile bootstrap over test samples (same resample for both arms and every seed), "
-                    "difference averaged over seeds")
-
-
-def _stats(records: list[dict], metric: str) -> dict:
-    values = [r[metric] for r in records]
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "per_seed": {str(r["seed"]): r[metric] for r in records}}
-
-
-def compare(baseline: list[dict], synthetic: list[dict], resamples: int, seed: int = 0) -> dict:
-    """`synthetic` minus `baseline` (any two arms: the second minus the first), seed by seed on the
-    same test samples, averaged over seeds.
-
-    The paired bootstrap draws test samples once per resample for both arms and every seed.
-    Every run shares the test set, so the seed-averaged difference of corpus rates on a
-    resample is sum(D) / sum(S * chars) with D_i = sum over seeds of (synthetic - baseline)
-    errors of sample i: exactly the ratio recognizer.evaluate.bootstrap_ci resamples."""
-    pairs = list(zip(sorted(baseline, key=lambda r: r["seed"]), sorted(synthetic, key=lambda r: r["seed"])))
-    for b, s in pairs:
-        if b["seed"] != s["seed"] or b["references_sha256"] != s["references_sha256"]:
-            raise BenchmarkError(f"{b['dir']} and {s['dir']} were not tested on the same samples")
-    out = {}
-    for metric, errors, totals in METRICS:
-        d = sum(np.asarray(s["per_sample"][errors], np.int64) - np.asarray(b["per_sample"][errors], np.int64)
-                for b, s in pairs)
-        n = len(pairs) * np.asarray(pairs[0][0]["per_sample"][totals], np.int64)
-        base = statistics.fmean(b[metric] for b, _ in pairs)
-        diff = statistics.fmean(s[metric] - b[metric] for b, s in pairs)
-        lo, hi = bootstrap_ci(d, n, resamples, seed)
-        out[metric] = {"baseline": base, "synthetic": statistics.fmean(s[metric] for _, s in pairs),
-                       "difference": diff, "relative_change": diff / base if base else None, "ci95": [lo, hi]}
-    out["bootstrap"] = {"method": BOOTSTRAP_METHOD, "level": 0.95, "resamples": resamples, "seed": seed,
-                        "seeds_paired": len(pairs)}
-    return out
-
-
-def versus(reference: str, ref_records: list[dict], records: list[dict], resamples: int) -> dict:
-    """An arm against a reference arm, flattened from `compare`: ci95 is the CER difference's."""
-    c = compare(ref_records, records, resamples)
-    return {"against": reference, "cer_diff_mean": c["cer"]["difference"], "ci95": c["cer"]["ci95"],
-            "cer_relative_change": c["cer"]["relative_change"], "cer_reference": c["cer"]["baseline"],
-            "wer_diff_mean": c["wer"]["difference"], "wer_ci95": c["wer"]["ci95"],
-            "wer_relative_change": c["wer"]["relative_change"], "wer_reference": c["wer"]["baseline"],
-            "seeds_paired": c["bootstrap"]["seeds_paired"]}
-
-
 def summarize_arm(arm: Arm, records: list[dict], pools: dict[str, Pool], batch_size: int) -> dict:
     walls = [r["train_wall_s"] + r["eval_wall_s"] for r in records]
     steps = sorted({r["steps"] for r in records})
     return {"label": arm.label, "ratio": arm.ratio, "sources": [s.kind for s in arm.sources],
-            "dir": arm.dirname, "cer": _stats(records, "cer"), "wer": _stats(records, "wer"),
+            "dir": arm.dirname, "cer": seed_stats(records, "cer"), "wer": seed_stats(records, "wer"),
             "vs_baseline": None, "vs_fonts": None,
             "steps": steps[0] if len(steps) == 1 else steps, "wall_s": statistics.fmean(walls),
             "wall_s_total": sum(walls), "synthetic_per_batch": round(arm.ratio * batch_size),
@@ -879,7 +662,7 @@ def reference_result(ctx: Context, name: str) -> dict | None:
         return {"name": name, "error": str(e)}
     key = {"sha256": file_sha256(weights), "test": lmdb_identity(ctx.splits.test),
            "bootstrap": int(ctx.settings["bootstrap"])}
-    path = ctx.out / f"reference-{_sha256_text(json.dumps(key, sort_keys=True))[:16]}.json"
+    path = ctx.out / f"reference-{sha256_text(json.dumps(key, sort_keys=True))[:16]}.json"
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
     model, alphabet, config = load_recognizer(weights, ctx.device)
@@ -890,7 +673,7 @@ def reference_result(ctx: Context, name: str) -> dict | None:
     result = {"name": name, "file": str(weights), **key, "cer": ev.cer, "wer": ev.wer, "cer_ci95": list(ev.ci["cer"]),
               "wer_ci95": list(ev.ci["wer"]), "samples": len(ev.samples), "steps": ckpt["step"],
               "training_samples_note": "every training writer" if is_pretrained(name) else "see its checkpoint"}
-    _write_json(path, result)
+    write_json(path, result)
     return result
 
 

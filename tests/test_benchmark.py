@@ -13,8 +13,9 @@ import torch
 
 import benchmarks.run
 from benchmarks import synthetic_speed
-from benchmarks.run import (REPO, check_settings, compare, load_settings, main, parse_args, resolve_data,
-                            select_writers)
+from benchmarks.data import resolve_data, select_writers
+from benchmarks.run import REPO, check_settings, load_settings, main, parse_args
+from benchmarks.stats import compare
 from htr_augment import synthetic_cache
 from htr_augment.data import LmdbWordDataset
 from htr_augment.data.build_lmdb import BuildOptions, build
