@@ -163,7 +163,7 @@ def test_cli_style_errors_name_the_file(styled_ckpt, plain_ckpt, tmp_path, capsy
 def test_writer_widths_are_measured_per_writer():
     from types import SimpleNamespace
 
-    from htr_augment.gan.data import writer_px_per_char
+    from htr_augment.gan.data import px_per_char, writer_px_per_char
 
     class Words(list):
         writers = ["a"] * 6 + ["b"] * 6 + ["c"] * 2
@@ -172,6 +172,8 @@ def test_writer_widths_are_measured_per_writer():
                + [SimpleNamespace(image=torch.zeros(1, 32, 20 * n), text="x" * n, writer="b") for n in (1, 2, 3, 1, 2, 3)]
                + [SimpleNamespace(image=torch.zeros(1, 32, 90), text="x", writer="c")] * 2)
     assert writer_px_per_char(ds) == pytest.approx([10.0, 20.0])
+    # The mean over every sampled word, writers with few words included, from the same pass.
+    assert px_per_char(ds)[0] == pytest.approx((2 * 60 + 2 * 120 + 2 * 90) / (2 * 6 + 2 * 6 + 2))
     ds.writers = [""] * len(ds)
     assert writer_px_per_char(ds) == []  # no writer ids: nothing to measure
 

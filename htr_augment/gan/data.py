@@ -58,32 +58,29 @@ class TextSampler:
         return [rng.choice(self.lexicon) for _ in range(n)]
 
 
-def natural_px_per_char(dataset, limit: int = 500) -> float:
-    """Mean width per character of the real words at the dataset's height (sampled evenly)."""
+def px_per_char(dataset, limit: int = 3000, min_words: int = 5) -> tuple[float, list[float]]:
+    """Widths per character of the real words at the dataset's height, over up to `limit` words
+    sampled evenly (decoded once): the mean over all of them, and each writer's mean, sorted
+    (writers with fewer than `min_words` of the sampled words left out; empty when the dataset
+    has no writer ids). Writers differ in width per character, not only in slant:
+    WordGenerator gives each style one of the writers' widths."""
     n = len(dataset)
-    idx = range(0, n, max(1, n // limit))
+    ids = getattr(dataset, "writers", None) or [""] * n  # the dataset's writer ids, read without decoding
     widths = chars = 0
-    for i in idx:
+    per_writer: dict[str, list[float]] = {}
+    for i in range(0, n, max(1, n // limit)):
         s = dataset[i]
         widths += s.image.shape[-1]
         chars += len(s.text)
-    return widths / max(1, chars)
+        if ids[i]:
+            acc = per_writer.setdefault(ids[i], [0.0, 0.0, 0])
+            acc[0] += s.image.shape[-1]
+            acc[1] += len(s.text)
+            acc[2] += 1
+    writers = sorted(w / c for w, c, k in per_writer.values() if k >= min_words and c > 0)
+    return widths / max(1, chars), writers
 
 
 def writer_px_per_char(dataset, limit: int = 3000, min_words: int = 5) -> list[float]:
-    """Each writer's mean width per character at the dataset's height, sorted, over up to `limit`
-    words sampled evenly (writers with fewer than `min_words` of them left out). Writers differ
-    in width per character, not only in slant: WordGenerator gives each style one of these
-    widths (empty when the dataset has no writer ids)."""
-    writers = getattr(dataset, "writers", None)
-    if not writers or not any(writers):
-        return []
-    n = len(dataset)
-    sums: dict[str, list[float]] = {}
-    for i in range(0, n, max(1, n // limit)):
-        s = dataset[i]
-        acc = sums.setdefault(s.writer, [0.0, 0.0, 0])
-        acc[0] += s.image.shape[-1]
-        acc[1] += len(s.text)
-        acc[2] += 1
-    return sorted(w / c for w, c, k in sums.values() if k >= min_words and c > 0)
+    """Each writer's mean width per character (px_per_char's second part)."""
+    return px_per_char(dataset, limit, min_words)[1]

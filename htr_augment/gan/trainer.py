@@ -41,7 +41,7 @@ from ..training import (CheckpointError, DistInfo, MetricsLogger, all_gather_obj
 from ..training.ema import EMA
 from ..training.lookahead import Lookahead
 from .balance import GradientBalancer
-from .data import CanonicalCollate, TextSampler, encode_texts, natural_px_per_char, writer_px_per_char
+from .data import CanonicalCollate, TextSampler, encode_texts, px_per_char
 from .diffaugment import diff_augment
 from .health import discriminator_health, generator_health, recognizer_cer
 from .models import StyleEncoder, WriterClassifier
@@ -127,8 +127,7 @@ class GanTrainer:
         # tell real from fake by the distribution of word lengths.
         self.texts = TextSampler(lexicon or list(dataset.texts), t["seed"], dist.rank)
         self.step, self.g_steps, self.epoch, self.batch_in_epoch = 0, 0, 0, 0
-        self.natural_px_per_char = natural_px_per_char(dataset)
-        self.writer_px_per_char = writer_px_per_char(dataset)
+        self.natural_px_per_char, self.writer_px_per_char = px_per_char(dataset)  # one pass over the words
         # A fixed grid of words and styles, drawn every sample_every steps.
         counts = Counter(dataset.texts)
         self.sample_texts = sorted(counts, key=lambda w: (-counts[w], w))[:8]
