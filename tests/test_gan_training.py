@@ -393,3 +393,13 @@ def test_writer_identity_resumes_weights_without_a_classifier_and_needs_writer_i
     assert "writer_classifier" in load_checkpoint(tmp_path / "plain" / "last.pt")["models"]
     with pytest.raises(ValueError, match="writer id"):
         make_trainer(words_lmdb, tmp_path / "none", w_wid=1.0)
+
+
+def test_writer_loss_counts_only_words_with_a_writer():
+    from htr_augment.gan.trainer import writer_loss
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [5.0, -5.0]])
+    loss, acc = writer_loss(logits, torch.tensor([0, 0, -100]))  # the third word has no writer id
+    expected = torch.nn.functional.cross_entropy(logits[:2], torch.tensor([0, 0]))
+    assert loss == pytest.approx(float(expected)) and acc == pytest.approx(0.5)
+    loss, acc = writer_loss(logits, torch.full((3,), -100))  # a batch without any: zero, not NaN
+    assert float(loss) == 0.0 and float(acc) == 0.0

@@ -70,6 +70,16 @@ def pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(x, (0, width - x.shape[-1]), value=-1.0) if x.shape[-1] < width else x
 
 
+def writer_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy and accuracy over the words with a known writer (target >= 0); both 0, not
+    NaN, for a batch without any."""
+    known = target >= 0
+    n = known.sum().clamp(min=1)
+    loss = F.cross_entropy(logits, target, ignore_index=-100, reduction="sum") / n
+    acc = (logits.argmax(1)[known] == target[known]).sum().float().detach() / n
+    return loss, acc
+
+
 def masked_l1(a: torch.Tensor, b: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference over each word's valid columns."""
     W = max(a.shape[-1], b.shape[-1])
@@ -286,16 +296,13 @@ class GanTrainer:
     def w_step(self, real_x, real_w, real) -> dict[str, torch.Tensor]:
         """W: cross-entropy on the real batch's writers (real words only, like R)."""
         target = self.writer_targets(real)
-        if not (target >= 0).any():
-            return {}  # no word of this batch has a known writer
         self.W_train.train()
         logits = self.W_train(real_x, real_w)
-        loss = F.cross_entropy(logits, target, ignore_index=-100)
+        loss, acc = writer_loss(logits, target)  # every rank steps, even on a batch without writer ids (DDP)
         self.opt_w.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_w.step()
-        known = target >= 0
-        return {"loss/w_real_ce": loss, "acc/w_real": (logits.argmax(1)[known] == target[known]).float().mean()}
+        return {"loss/w_real_ce": loss, "acc/w_real": acc}
 
     def r_step(self, real_x, real, dev) -> dict[str, torch.Tensor]:
         self.R_train.train()
@@ -338,14 +345,11 @@ class GanTrainer:
             mu_fake, _ = self.E(fake[z0:], widths[z0:])
             losses["loss/g_info"] = (mu_fake - styles[z0:]).abs().mean()
             losses["loss/e_kl"] = -0.5 * (1 + logvar - mu ** 2 - logvar.exp()).mean()
-        target = self.writer_targets(real) if self.W is not None and self.step >= t["wid_start"] else None
-        if target is not None and (target >= 0).any():
+        if self.W is not None and self.step >= t["wid_start"]:
             # New text in E(x) (chunk b) must look like x's writer's hand (W's weights get no gradient:
             # the balancer differentiates with respect to the image only).
-            logits = self.W(fake[B:2 * B], widths[B:2 * B])
-            losses["loss/g_wid"] = F.cross_entropy(logits, target, ignore_index=-100)
-            known = target >= 0
-            losses["acc/g_wid"] = (logits.argmax(1)[known] == target[known]).float().mean()
+            losses["loss/g_wid"], losses["acc/g_wid"] = writer_loss(self.W(fake[B:2 * B], widths[B:2 * B]),
+                                                                    self.writer_targets(real))
         check_finite(losses, self.step + 1)  # before G's update: a NaN never reaches its weights
         self.opt_g.zero_grad(set_to_none=True)
         if self.E is not None:
