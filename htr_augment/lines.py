@@ -31,7 +31,6 @@ from .atomic import write_table_atomic
 from .data.dataset import DEFAULT_HEIGHT, WordSample
 from .data.sources import _read_text_lines, normalize_label, reject_counts
 from .fonts import FontRenderer, LazyRenderer, find_fonts
-from .gan.word_generator import from_style_prior
 from .images import ink_mask, resize_to_height, to_tensor, to_uint8
 from .line_stats import LineLayout, LineStats, core_band, shear
 
@@ -196,10 +195,12 @@ class SyntheticLineDataset(_LineDataset):
         height: output height, the line height your recognizer uses.
         stats: LineStats or the path of its JSON (default: the stats shipped with the weights).
         chunk_size: lines generated per forward pass (all their words in one batch).
+        style_temperature: line styles at this multiple of the prior's spread (WordGenerator.prior_style).
     """
 
     def __init__(self, generator=None, corpus=None, length: int | None = None, seed: int = 0,
-                 height: int = DEFAULT_HEIGHT, stats=None, device: str = "cpu", chunk_size: int = 8):
+                 height: int = DEFAULT_HEIGHT, stats=None, device: str = "cpu", chunk_size: int = 8,
+                 style_temperature: float = 1.0):
         from .gan.word_generator import WordGenerator
         if corpus is None:
             raise ValueError("corpus: give the lines to write (a list, a text file or an LMDB)")
@@ -207,6 +208,8 @@ class SyntheticLineDataset(_LineDataset):
         self._gen: WordGenerator | None = generator if isinstance(generator, WordGenerator) else None
         self.device, self.chunk_size = device, chunk_size
         gen = self.generator
+        gen.prior_style(torch.zeros(1, gen.z_dim), style_temperature)  # checks it
+        self.style_temperature = float(style_temperature)
         # a line recognizer also reads the space, which a word generator need not write
         self.alphabet = Alphabet(sorted(set(gen.alphabet.chars) | {" "}))
         super().__init__(load_corpus(corpus, gen.alphabet), length, seed, height, stats)
@@ -230,7 +233,7 @@ class SyntheticLineDataset(_LineDataset):
         """Item i's text, its one style vector z and its layout."""
         rng, text = self._rng_and_text(i)
         z = torch.randn(self.generator.z_dim, generator=torch.Generator().manual_seed(rng.getrandbits(63)))
-        z = from_style_prior(z, self.generator.style_prior)  # the generator's own style distribution
+        z = self.generator.prior_style(z, self.style_temperature)  # the generator's own style distribution
         return text, z, self.stats.sample_layout(len(text.split()), rng)
 
     def _make_chunk(self, chunk: int) -> list[WordSample]:

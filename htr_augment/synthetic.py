@@ -27,7 +27,6 @@ import torch
 from torch.utils.data import Dataset
 
 from .data.dataset import LmdbWordDataset, WordSample
-from .gan.word_generator import from_style_prior
 from .images import resize_to_height, to_tensor, to_uint8
 from .lexicon import NgramSampler, load_lexicon, restrict
 
@@ -51,12 +50,14 @@ class SyntheticWordDataset(Dataset):
             LmdbWordDataset of real word images whose styles (style encoder) the items take.
         style_mix: fraction of items styled by a real word image, the rest from the z prior
             (default 1.0 with styles). Items from the prior are the same as without styles.
+        style_temperature: prior styles at this multiple of the prior's spread (WordGenerator.prior_style).
     """
 
     def __init__(self, generator=None, lexicon=None, length: int = 10_000, seed: int = 0,
                  height: int | None = None, resample: bool = False, device: str = "cpu",
                  chunk_size: int = 32, natural_width: bool = True, max_length: int | None = None,
-                 styles: str | os.PathLike | LmdbWordDataset | None = None, style_mix: float | None = None):
+                 styles: str | os.PathLike | LmdbWordDataset | None = None, style_mix: float | None = None,
+                 style_temperature: float = 1.0):
         from .gan.word_generator import WordGenerator
         if length < 1:
             raise ValueError("length must be positive")
@@ -65,6 +66,8 @@ class SyntheticWordDataset(Dataset):
         gen = self.generator
         self.alphabet = gen.alphabet
         self.length, self.seed, self.resample = length, seed, resample
+        gen.prior_style(torch.zeros(1, gen.z_dim), style_temperature)  # checks it
+        self.style_temperature = float(style_temperature)
         self.height = height or gen.height
         self.device, self.chunk_size, self.natural_width = device, chunk_size, natural_width
         if isinstance(lexicon, NgramSampler):
@@ -129,7 +132,7 @@ class SyntheticWordDataset(Dataset):
         rng = random.Random(key)
         text = self.sampler.sample(rng) if self.sampler is not None else rng.choice(self.words)
         z = torch.randn(self.generator.z_dim, generator=torch.Generator().manual_seed(rng.getrandbits(63)))
-        z = from_style_prior(z, self.generator.style_prior)  # the generator's own style distribution, if stored
+        z = self.generator.prior_style(z, self.style_temperature)  # the generator's own style distribution
         ref = None
         if self.styles is not None and rng.random() < self.style_mix:  # drawn after z: prior items keep theirs
             ref = rng.randrange(len(self.styles))

@@ -301,3 +301,10 @@ def test_font_lines_export_uses_the_generator_alphabet(tmp_path, ckpt):
     r = _cli(ckpt, "--lines", "--corpus", corpus, "--source", "fonts", "--format", "kraken", "--out", tmp_path / "k")
     assert r.returncode == 0, r.stderr
     assert [t for _, t in read_kraken(tmp_path / "k")] == ["le chat"] and "corpus.txt:2" in r.stderr
+
+
+def test_line_style_temperature_scales_the_line_s_style(ckpt):
+    a = SyntheticLineDataset(ckpt, TEXTS, height=32, seed=4)
+    b = SyntheticLineDataset(ckpt, TEXTS, height=32, seed=4, style_temperature=2.0)
+    (ta, za, la), (tb, zb, lb) = a.plan(1), b.plan(1)
+    assert ta == tb and la == lb and torch.allclose(zb, 2 * za, atol=1e-5)  # the fixture's prior is N(0, I)

@@ -186,3 +186,26 @@ def test_recognizer_trains_with_synthetic_ratio(ckpt, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "mixing 50% synthetic words" in r.stderr + (tmp_path / "run" / "train.log").read_text()
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_style_temperature_scales_the_prior_spread_around_its_mean(ckpt, tmp_path):
+    from htr_augment.gan.word_generator import WordGenerator, fit_style_prior
+    gen = WordGenerator.load(ckpt)
+    gen.style_prior = tuple(torch.tensor(v) for v in (lambda p: (p["mean"], p["chol"]))(
+        fit_style_prior(torch.randn(200, gen.z_dim) * 0.2 + 1.0)))
+    eps = torch.randn(500, gen.z_dim, generator=torch.Generator().manual_seed(0))
+    base, wide = gen.prior_style(eps), gen.prior_style(eps, 2.0)
+    mean = gen.style_prior[0]
+    assert torch.allclose(wide - mean, 2 * (base - mean), atol=1e-5)  # same draws, twice as far from the mean
+    gen.style_temperature = 2.0
+    assert torch.allclose(gen.sample_z(3, seed=1), gen.prior_style(torch.randn(
+        3, gen.z_dim, generator=torch.Generator().manual_seed(1))), atol=1e-6)
+    with pytest.raises(ValueError, match="positive"):
+        gen.prior_style(eps, 0.0)
+    # The datasets take it too: the same item (text and draw) at another temperature differs only in style.
+    a = SyntheticWordDataset(ckpt, WORDS, length=4, seed=0)
+    b = SyntheticWordDataset(ckpt, WORDS, length=4, seed=0, style_temperature=3.0)
+    (ta, za), (tb, zb) = a.text_and_style(1), b.text_and_style(1)
+    assert ta == tb and torch.allclose(zb, 3 * za, atol=1e-5)  # the fixture's prior is N(0, I)
+    with pytest.raises(ValueError, match="positive"):
+        SyntheticWordDataset(ckpt, WORDS, length=4, style_temperature=-1.0)

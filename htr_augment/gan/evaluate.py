@@ -84,6 +84,7 @@ def evaluate_generator(gen: WordGenerator, evaluator: str | os.PathLike, real_pa
     reference = feats["real"][:half]  # FD of the other half of each source against it, same sizes
     report = {
         "evaluator": str(evaluator), "generator": gen.info.get("path"), "generator_step": gen.info.get("step"),
+        "style_temperature": gen.style_temperature,
         "real_test": str(real_path), "words": len(texts), "dropped_outside_generator_alphabet": dict(real.dropped),
         "in_vocabulary_words": sum(in_vocab), "out_of_vocabulary_words": len(texts) - sum(in_vocab),
         "fidelity": {src: fidelity(texts, preds[src], in_vocab) for src in SOURCES},
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=400, help="test words compared (default %(default)s)")
     p.add_argument("--styles", type=int, default=5, help="renderings per word for diversity (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--style-temperature", type=float, default=1.0, metavar="T",
+                   help="draw the GAN's prior styles at T times the prior's spread (default %(default)s)")
     p.add_argument("--device", default="cpu")
     t = p.add_argument_group("train on synthetic, test on real (TSTR)")
     t.add_argument("--tstr-steps", type=int, default=0, metavar="N",
@@ -191,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     try:
         gen = WordGenerator.load(args.generator, device=args.device)
+        gen.prior_style(torch.zeros(1, gen.z_dim), args.style_temperature)  # checks it
+        gen.style_temperature = args.style_temperature
         train_words = set(load_lexicon(args.train_lexicon))
         report, grid = evaluate_generator(gen, args.evaluator, args.real, train_words, n=args.n,
                                           styles=args.styles, seed=args.seed, device=args.device)

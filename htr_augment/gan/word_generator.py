@@ -95,6 +95,9 @@ class WordGenerator:
         self.info = info or {}
         # (mean, Cholesky factor) of the style encoder's codes of real training words, if stored.
         self.style_prior = style_prior_tensors(self.info.get("style_prior"))
+        # Prior styles are drawn at this multiple of the prior's spread (1: the fitted prior itself);
+        # above 1, further from the typical hand: more varied, less legible words.
+        self.style_temperature = 1.0
         # Real writers' mean widths per character (sorted), if stored: each style gets one of them.
         widths = self.info.get("writer_px_per_char") or []
         self.writer_widths = torch.tensor(widths, dtype=torch.float64) if len(widths) >= 2 else None
@@ -163,7 +166,15 @@ class WordGenerator:
         real training words (ex-post density estimation, Ghosh et al. 2020): G was trained on those
         codes, and they need not fill N(0, I); otherwise from N(0, I)."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        return from_style_prior(torch.randn(n, self.z_dim, generator=gen), self.style_prior)
+        return self.prior_style(torch.randn(n, self.z_dim, generator=gen))
+
+    def prior_style(self, eps: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+        """Standard normal draws eps (..., z_dim) -> styles of the prior, at `temperature` times its
+        spread (default: self.style_temperature)."""
+        t = self.style_temperature if temperature is None else float(temperature)
+        if not t > 0:
+            raise ValueError(f"style temperature must be positive, got {t}")
+        return from_style_prior(eps * t, self.style_prior)
 
     @property
     def has_style_encoder(self) -> bool:
