@@ -31,6 +31,7 @@ from .atomic import write_table_atomic
 from .data.dataset import DEFAULT_HEIGHT, WordSample
 from .data.sources import _read_text_lines, normalize_label, reject_counts
 from .fonts import FontRenderer, LazyRenderer, find_fonts
+from .gan.word_generator import check_style_temperature
 from .images import ink_mask, resize_to_height, to_tensor, to_uint8
 from .line_stats import LineLayout, LineStats, core_band, shear
 
@@ -208,8 +209,7 @@ class SyntheticLineDataset(_LineDataset):
         self._gen: WordGenerator | None = generator if isinstance(generator, WordGenerator) else None
         self.device, self.chunk_size = device, chunk_size
         gen = self.generator
-        gen.prior_style(torch.zeros(1, gen.z_dim), style_temperature)  # checks it
-        self.style_temperature = float(style_temperature)
+        self.style_temperature = check_style_temperature(style_temperature)
         # a line recognizer also reads the space, which a word generator need not write
         self.alphabet = Alphabet(sorted(set(gen.alphabet.chars) | {" "}))
         super().__init__(load_corpus(corpus, gen.alphabet), length, seed, height, stats)

@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .data.dataset import LmdbWordDataset, WordSample
+from .gan.word_generator import check_style_temperature
 from .images import resize_to_height, to_tensor, to_uint8
 from .lexicon import NgramSampler, load_lexicon, restrict
 
@@ -66,8 +67,7 @@ class SyntheticWordDataset(Dataset):
         gen = self.generator
         self.alphabet = gen.alphabet
         self.length, self.seed, self.resample = length, seed, resample
-        gen.prior_style(torch.zeros(1, gen.z_dim), style_temperature)  # checks it
-        self.style_temperature = float(style_temperature)
+        self.style_temperature = check_style_temperature(style_temperature)
         self.height = height or gen.height
         self.device, self.chunk_size, self.natural_width = device, chunk_size, natural_width
         if isinstance(lexicon, NgramSampler):

@@ -40,7 +40,7 @@ from ..lexicon import load_lexicon
 from ..metrics import EditCounts
 from .quality import frechet_distance, mean_pairwise_distance, recognize
 from .tstr import DEFAULT_SAMPLES, DEFAULT_STEPS, run_tstr
-from .word_generator import WordGenerator
+from .word_generator import WordGenerator, check_style_temperature
 
 SOURCES = ("real", "gan", "fonts")
 
@@ -194,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     try:
         gen = WordGenerator.load(args.generator, device=args.device)
-        gen.prior_style(torch.zeros(1, gen.z_dim), args.style_temperature)  # checks it
-        gen.style_temperature = args.style_temperature
+        gen.style_temperature = check_style_temperature(args.style_temperature)
         train_words = set(load_lexicon(args.train_lexicon))
         report, grid = evaluate_generator(gen, args.evaluator, args.real, train_words, n=args.n,
                                           styles=args.styles, seed=args.seed, device=args.device)

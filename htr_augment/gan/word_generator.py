@@ -56,6 +56,14 @@ def style_prior_tensors(prior: dict | None) -> tuple[torch.Tensor, torch.Tensor]
     return (torch.tensor(prior["mean"]), torch.tensor(prior["chol"])) if prior else None
 
 
+def check_style_temperature(t: float) -> float:
+    """A style temperature (WordGenerator.prior_style) as a float; a clear error if not positive."""
+    t = float(t)
+    if not t > 0:
+        raise ValueError(f"style temperature must be positive, got {t}")
+    return t
+
+
 def from_style_prior(eps: torch.Tensor, prior: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
     """Standard normal draws eps (..., z_dim) mapped to the prior's Gaussian (unchanged without one)."""
     return eps if prior is None else prior[0] + eps @ prior[1].T
@@ -171,9 +179,7 @@ class WordGenerator:
     def prior_style(self, eps: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """Standard normal draws eps (..., z_dim) -> styles of the prior, at `temperature` times its
         spread (default: self.style_temperature)."""
-        t = self.style_temperature if temperature is None else float(temperature)
-        if not t > 0:
-            raise ValueError(f"style temperature must be positive, got {t}")
+        t = self.style_temperature if temperature is None else check_style_temperature(temperature)
         return from_style_prior(eps * t, self.style_prior)
 
     @property
