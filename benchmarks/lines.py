@@ -56,12 +56,13 @@ def corpus_lines(corpus: str | os.PathLike | None, training_texts: list[str], re
 
 
 def line_dataset(kind: str, generator: Path | None, texts: list[str], length: int, seed: int, height: int,
-                 device: str) -> Dataset:
+                 device: str, style_temperature: float = 1.0) -> Dataset:
     """`length` lines drawn from `texts` by (seed, index): GAN lines (kind "gan") or font lines."""
     if kind == "gan":
         from htr_augment.lines import SyntheticLineDataset
         # A path, not the loaded generator: DataLoader workers reload it instead of unpickling weights.
-        return SyntheticLineDataset(str(generator), texts, length=length, seed=seed, height=height, device=device)
+        return SyntheticLineDataset(str(generator), texts, length=length, seed=seed, height=height, device=device,
+                                    style_temperature=style_temperature)
     from htr_augment.lines import FontLineDataset
     return FontLineDataset(texts, length=length, seed=seed, height=height)
 

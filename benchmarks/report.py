@@ -78,7 +78,9 @@ def _sources_text(syn: dict) -> list[str]:
     out = []
     for kind, src in syn["sources"].items():
         if kind == "gan":
-            out.append(f"GAN `{src['generator']}` (SHA-256 `{src['generator_sha256']}`)")
+            t = src.get("style_temperature", 1.0)
+            out.append(f"GAN `{src['generator']}` (SHA-256 `{src['generator_sha256']}`"
+                       + (f", style temperature {t:g})" if t != 1.0 else ")"))
         else:
             out.append(f"handwriting fonts ({', '.join(src['fonts'])})")
     return out
@@ -155,7 +157,9 @@ def _intro(rep: dict) -> list[str]:
     lines += [f"Recognizer `{p['recognizer_config']}`, {p['steps']} steps of batch {p['batch_size']} per run, "
               f"seeds {', '.join(map(str, p['seeds']))}; tested checkpoint: {p['evaluated_checkpoint']}; "
               f"device {p['device']}.",
-              f"Test: {_count(d['test']['samples'], 'sample')} from {_count(d['test']['writers'], 'writer')} unseen "
+              ("Tested on the VALIDATION writers (--split val: for choosing settings; not the test result). "
+               if p.get("tested_on") == "val" else "")
+              + f"Test: {_count(d['test']['samples'], 'sample')} from {_count(d['test']['writers'], 'writer')} unseen "
               f"in training (`{d['test']['path']}`); validation: "
               + (f"{_count(d['val']['samples'], 'sample')} from {_count(d['val']['writers'], 'writer')}."
                  if d["val"] else "none."),

@@ -73,6 +73,7 @@ from htr_augment.atomic import write_atomic
 from htr_augment.config import load_config, merge
 from htr_augment.data import LmdbWordDataset
 from htr_augment.data.credit import data_credit
+from htr_augment.gan.word_generator import check_style_temperature
 from htr_augment.images import encode_png, to_uint8
 from htr_augment.lexicon import load_lexicon
 from htr_augment.mixing import MixedDataset, MixingBatchSampler
@@ -106,6 +107,7 @@ ARM_SOURCES: dict[str, tuple[str, ...]] = {"baseline": (), "fonts": ("fonts",), 
 ARMS = tuple(ARM_SOURCES)
 SOURCES = ("gan", "fonts", "none")  # of the deprecated --synthetic-source
 REGIMES = ("low", "full", "both")
+SPLITS = ("test", "val")
 RECOGNIZER_TABLES = ("data", "model", "train", "augment")  # benchmark TOML tables merged over the recognizer's
 GRID_WORDS = 16  # synthetic words drawn per arm and regime in report.html
 
@@ -125,7 +127,9 @@ DEFAULTS: dict[str, Any] = {
     "synthetic_ratio": 0.5,     # fraction of each batch that is synthetic in every synthetic arm
     "synthetic_pool": 20000,    # words cached per synthetic source (and lexicon), shared by seeds and arms
     "synthetic_seed": 0,        # seed of the cached words: word i is a function of (seed, i)
+    "style_temperature": 1.0,   # gan arms: prior styles at this multiple of the fitted prior's spread
     "evaluate": "best",         # checkpoint tested: best (lowest validation CER) or last
+    "split": "test",            # writers tested on: test (the report), or val (choosing settings; see --split)
     "eval_batch_size": 32,
     "bootstrap": 1000,          # resamples of the paired bootstrap
     "device": "auto",
@@ -171,6 +175,12 @@ def check_settings(s: dict, config: dict) -> None:
         raise BenchmarkError(f"--level must be one of {', '.join(LEVELS)}, got {s['level']!r}")
     if s["regime"] not in REGIMES:
         raise BenchmarkError(f"--regime must be one of {', '.join(REGIMES)}, got {s['regime']!r}")
+    if s["split"] not in SPLITS:
+        raise BenchmarkError(f"--split must be one of {', '.join(SPLITS)}, got {s['split']!r}")
+    try:
+        check_style_temperature(float(s["style_temperature"]))
+    except ValueError as e:
+        raise BenchmarkError(f"--style-temperature: {e}") from None
     if s["evaluate"] not in ("best", "last"):
         raise BenchmarkError(f"evaluate must be 'best' or 'last', got {s['evaluate']!r}")
     for key in ("steps", "seeds", "writers", "eval_batch_size", "bootstrap", "synthetic_pool"):
@@ -250,6 +260,7 @@ class Source:
     alphabet: Alphabet | None = None  # the generator's: words it cannot write are left out
     credit: str = ""  # of the data the generator was trained on
     level: str = "words"  # what it writes: words, or whole lines (benchmarks.lines)
+    style_temperature: float = 1.0  # gan: prior styles at this multiple of the prior's spread
 
     @property
     def lines(self) -> bool:
@@ -258,6 +269,8 @@ class Source:
     @property
     def tag(self) -> str:
         tag = f"gan-{self.sha256[:12]}" if self.kind == "gan" else self.kind
+        if self.kind == "gan" and self.style_temperature != 1.0:
+            tag += f"-T{self.style_temperature:g}"
         return f"{tag}-lines" if self.lines else tag
 
     @property
@@ -270,24 +283,26 @@ class Source:
     def describe(self) -> dict:
         return {"source": self.kind, "generator": str(self.generator) if self.generator else None,
                 "generator_sha256": self.sha256, "fonts": self.fonts, "level": self.level,
-                "lexicon": self.texts_of}
+                "lexicon": self.texts_of,
+                **({"style_temperature": self.style_temperature} if self.kind == "gan" else {})}
 
     def dataset(self, words: list[str], length: int, seed: int, height: int, device: str) -> Dataset:
         """`length` items drawn from `words` (at the line level: lines of text) by (seed, index)."""
         if self.lines:
-            return line_dataset(self.kind, self.generator, words, length, seed, height, device)
+            return line_dataset(self.kind, self.generator, words, length, seed, height, device,
+                                self.style_temperature)
         if self.kind == "gan":
             from htr_augment.synthetic import SyntheticWordDataset
             # A path, not the loaded generator: DataLoader workers reload it instead of unpickling weights.
             return SyntheticWordDataset(str(self.generator), words, length=length, seed=seed, height=height,
-                                        device=device)
+                                        device=device, style_temperature=self.style_temperature)
         from htr_augment.fonts import FontWordDataset
         return FontWordDataset(words, length=length, seed=seed, height=height)
 
 
 def make_source(kind: str, generator: str | None, lexicon: str | None,
-                alternatives: str = ", or leave the gan arms out (--arms baseline,fonts)", level: str = "words"
-                ) -> Source:
+                alternatives: str = ", or leave the gan arms out (--arms baseline,fonts)", level: str = "words",
+                style_temperature: float = 1.0) -> Source:
     """A synthetic source, checked before any training starts (weights exist and load, fonts are installed)."""
     if kind == "fonts":
         from htr_augment.fonts import find_fonts
@@ -307,7 +322,8 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
                              f"(trained with python -m htr_augment.gan.train){alternatives}")
     gen = word_generator.WordGenerator.load(path)  # CheckpointError naming the file if it is not a GAN checkpoint
     return Source("gan", generator=path.resolve(), sha256=file_sha256(path), lexicon=lexicon,
-                  alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "", level=level)
+                  alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "", level=level,
+                  style_temperature=check_style_temperature(style_temperature))
 
 
 def synthetic_texts(source: Source, real: LmdbWordDataset, alphabet: Alphabet) -> list[str]:
@@ -357,7 +373,8 @@ class Arm:
 def make_arms(settings: dict, generator: str | None, lexicon: str | None) -> tuple[list[Arm], dict[str, Source]]:
     """The arms of settings["arms"] and the sources they need, each source checked once."""
     kinds = [k for k in ("gan", "fonts") if any(k in ARM_SOURCES[a] for a in settings["arms"])]
-    sources = {k: make_source(k, generator, lexicon, level=settings["level"]) for k in kinds}
+    sources = {k: make_source(k, generator, lexicon, level=settings["level"],
+                              style_temperature=float(settings["style_temperature"])) for k in kinds}
     ratio, pool = float(settings["synthetic_ratio"]), int(settings["synthetic_pool"])
     arms = [Arm(a, tuple(sources[k] for k in ARM_SOURCES[a]), ratio if ARM_SOURCES[a] else 0.0, pool,
                 int(settings["synthetic_seed"])) for a in settings["arms"]]
@@ -391,8 +408,11 @@ def pool_key(source: Source, words: list[str], settings: dict, height: int) -> d
     texts = {"level": "lines", "corpus_sha256": sha256_text("\n".join(words)),
              "line_stats_sha256": line_stats_sha256()} if source.lines \
         else {"lexicon_sha256": sha256_text("\n".join(words))}
+    # The style temperature only when it is not 1: caches made before it existed stay valid.
+    temperature = {"style_temperature": source.style_temperature} if source.style_temperature != 1.0 else {}
     return {"source": source.kind, "generator_sha256": source.sha256, "fonts": source.fonts, **texts,
-            "count": int(settings["synthetic_pool"]), "seed": int(settings["synthetic_seed"]), "height": height}
+            "count": int(settings["synthetic_pool"]), "seed": int(settings["synthetic_seed"]), "height": height,
+            **temperature}
 
 
 def cache_source_words(source: Source, words: list[str], settings: dict, height: int, cache_dir: Path,
@@ -648,6 +668,7 @@ def describe_synthetic(settings: dict, sources: dict[str, Source], lexicon: str 
             "pool_seed": int(settings["synthetic_seed"]), "unit": level,
             "lexicon": lexicon or f"{'line texts' if level == 'lines' else 'words'} of each regime's training labels",
             "generator": str(gan.generator) if gan else None, "generator_sha256": gan.sha256 if gan else None,
+            "style_temperature": gan.style_temperature if gan else None,
             "sources": {kind: src.describe() for kind, src in sources.items()}}
 
 
@@ -689,6 +710,10 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
     if settings["level"] == "words":
         splits, segmentation = word_splits(splits, args.segmenter or settings["segmenter"], out / "data", device,
                                            settings["segment_min_score"], progress)
+    if settings["split"] == "val":  # the validation writers become the test set and pick no checkpoint
+        if splits.val is None:
+            raise BenchmarkError(f"--split val: {splits.origin} has no validation split")
+        splits = Splits(f"{splits.origin}, tested on its validation writers", splits.train, None, splits.val)
     data_s = time.perf_counter() - started
     full, val, alphabet = load_datasets(config, [str(splits.train)], str(splits.val) if splits.val else None)
     test = LmdbWordDataset(splits.test, height=config["data"]["height"])  # every label: unwritable ones count
@@ -718,7 +743,7 @@ def run_benchmark(args: argparse.Namespace, argv: list[str]) -> dict:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["python -m benchmarks.run", *argv]),
         "config": str(config_path(args).resolve()),
-        "protocol": {"level": settings["level"], "arms": [arm.name for arm in arms],
+        "protocol": {"level": settings["level"], "arms": [arm.name for arm in arms], "tested_on": settings["split"],
                      "recognizer_config": settings["recognizer"],
                      "steps": int(settings["steps"]), "batch_size": config["train"]["batch_size"], "seeds": seeds,
                      "evaluated_checkpoint": "lowest validation CER" if settings["evaluate"] == "best" and val
@@ -765,6 +790,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "cached per source under OUT/cache, shared by every seed and arm (config default 20000)")
     p.add_argument("--generator", metavar="CKPT", help="GAN checkpoint of the gan arms (default: the weights shipped "
                    "in the package)")
+    p.add_argument("--style-temperature", type=float, metavar="T", help="gan arms: prior styles at T times the "
+                   "spread of the generator's fitted style prior (config default 1; > 1 for more varied hands)")
+    p.add_argument("--split", choices=SPLITS, help="writers every arm is tested on: test (default; the report) or "
+                   "val, to choose a generator or a setting without touching the test writers (the validation "
+                   "writers are then not used to pick a checkpoint: each run's last one is tested)")
     p.add_argument("--lexicon", "--corpus", dest="lexicon", metavar="FILE", help="what the synthetic sources write: "
                    "words (--level words) or lines of text (--level lines), a text file (one per line) or an LMDB "
                    "(its labels); default: the words, or the line texts, of the regime's training labels")
@@ -800,7 +830,7 @@ def _settings_from_args(args: argparse.Namespace) -> tuple[dict, dict]:
     settings, config = load_settings(config_path(args))
     overrides = {"arms": _arms_from_args(args)}
     overrides.update({key: getattr(args, key) for key in ("level", "reference", "synthetic_ratio", "synthetic_pool",
-                                                          "seeds", "steps",
+                                                          "style_temperature", "split", "seeds", "steps",
                                                           "regime", "writers", "writer_seed", "device", "bootstrap")})
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.num_workers is not None:
@@ -815,7 +845,8 @@ def config_path(args: argparse.Namespace) -> Path:
 
 
 def out_dir(args: argparse.Namespace) -> Path:
-    return Path(args.out or Path("runs") / "benchmark" / config_path(args).stem)
+    # Validation-split runs apart: their baseline is tested on other writers.
+    return Path(args.out or Path("runs") / "benchmark" / (config_path(args).stem + ("-val" if args.split == "val" else "")))
 
 
 def main(argv: list[str] | None = None) -> int:

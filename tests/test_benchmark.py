@@ -379,3 +379,45 @@ def test_font_words_are_deterministic_per_seed_and_index():
     assert any(a[i].text != c[i].text or a[i].writer != c[i].writer for i in range(10))
     with pytest.raises(IndexError):
         a[20]
+
+
+def test_split_val_tests_every_arm_on_the_validation_writers(data, generator, tmp_path):
+    out = tmp_path / "val"
+    assert main(args(data, out, "--split", "val", "--regime", "low", "--arms", "baseline,gan",
+                     "--generator", str(generator), "--style-temperature", "1.5")) == 0
+    rep = report(out)
+    assert rep["protocol"]["tested_on"] == "val" and rep["protocol"]["evaluated_checkpoint"] == "last"
+    assert rep["data"]["val"] is None and rep["data"]["test"]["path"].endswith("val.lmdb")
+    val_words = len(LmdbWordDataset(data / "val.lmdb"))
+    for arm in rep["regimes"]["low"]["arms"].values():
+        for run in arm["runs"]:
+            with open(f"{run['dir']}/test/samples.csv", encoding="utf-8") as f:
+                assert len(list(csv.DictReader(f))) == val_words
+    assert rep["synthetic"]["style_temperature"] == 1.5
+    assert "gan" in rep["regimes"]["low"]["arms"]
+    assert any(p.name.endswith("-T1.5-r0.5-pool40") for p in (out / "runs").glob("*/*"))
+    assert "VALIDATION writers" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_style_temperature_reaches_the_gan_words_and_their_cache_key(generator):
+    settings = {"synthetic_pool": 40, "synthetic_seed": 0}
+    plain = benchmarks.run.make_source("gan", str(generator), None)
+    wide = benchmarks.run.make_source("gan", str(generator), None, style_temperature=2.0)
+    assert wide.dataset(["abc"], 2, 0, 32, "cpu").style_temperature == 2.0
+    key = benchmarks.run.pool_key(plain, ["abc"], settings, 32)
+    assert "style_temperature" not in key  # caches made before the setting existed stay valid
+    assert benchmarks.run.pool_key(wide, ["abc"], settings, 32) == {**key, "style_temperature": 2.0}
+    assert wide.tag == plain.tag + "-T2"
+    with pytest.raises(ValueError, match="temperature"):
+        benchmarks.run.make_source("gan", str(generator), None, style_temperature=0.0)
+
+
+def test_split_val_and_style_temperature_errors(data, generator, tmp_path, capsys):
+    no_val = tmp_path / "noval"
+    no_val.mkdir()
+    for split in ("train", "test"):
+        (no_val / f"{split}.lmdb").symlink_to(data / f"{split}.lmdb")
+    assert main(args(no_val, tmp_path / "a", "--arms", "baseline", "--split", "val")) == 2
+    assert "no validation split" in capsys.readouterr().err
+    assert main(args(data, tmp_path / "a", "--generator", str(generator), "--style-temperature", "-1")) == 2
+    assert "--style-temperature" in capsys.readouterr().err
