@@ -127,7 +127,7 @@ DEFAULTS: dict[str, Any] = {
     "synthetic_ratio": 0.5,     # fraction of each batch that is synthetic in every synthetic arm
     "synthetic_pool": 20000,    # words cached per synthetic source (and lexicon), shared by seeds and arms
     "synthetic_seed": 0,        # seed of the cached words: word i is a function of (seed, i)
-    "style_temperature": 1.0,   # gan arms: prior styles at this multiple of the fitted prior's spread
+    "style_temperature": None,  # gan arms: prior styles at this multiple of the prior's spread (None: the generator's)
     "evaluate": "best",         # checkpoint tested: best (lowest validation CER) or last
     "split": "test",            # writers tested on: test (the report), or val (choosing settings; see --split)
     "eval_batch_size": 32,
@@ -178,8 +178,9 @@ def check_settings(s: dict, config: dict) -> None:
     if s["split"] not in SPLITS:
         raise BenchmarkError(f"--split must be one of {', '.join(SPLITS)}, got {s['split']!r}")
     try:
-        check_style_temperature(float(s["style_temperature"]))
-    except ValueError as e:
+        if s["style_temperature"] is not None:
+            s["style_temperature"] = check_style_temperature(s["style_temperature"])
+    except (TypeError, ValueError) as e:
         raise BenchmarkError(f"--style-temperature: {e}") from None
     if s["evaluate"] not in ("best", "last"):
         raise BenchmarkError(f"evaluate must be 'best' or 'last', got {s['evaluate']!r}")
@@ -302,7 +303,7 @@ class Source:
 
 def make_source(kind: str, generator: str | None, lexicon: str | None,
                 alternatives: str = ", or leave the gan arms out (--arms baseline,fonts)", level: str = "words",
-                style_temperature: float = 1.0) -> Source:
+                style_temperature: float | None = None) -> Source:
     """A synthetic source, checked before any training starts (weights exist and load, fonts are installed)."""
     if kind == "fonts":
         from htr_augment.fonts import find_fonts
@@ -323,7 +324,8 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
     gen = word_generator.WordGenerator.load(path)  # CheckpointError naming the file if it is not a GAN checkpoint
     return Source("gan", generator=path.resolve(), sha256=file_sha256(path), lexicon=lexicon,
                   alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "", level=level,
-                  style_temperature=check_style_temperature(style_temperature))
+                  style_temperature=gen.style_temperature if style_temperature is None
+                  else check_style_temperature(style_temperature))
 
 
 def synthetic_texts(source: Source, real: LmdbWordDataset, alphabet: Alphabet) -> list[str]:
@@ -374,7 +376,7 @@ def make_arms(settings: dict, generator: str | None, lexicon: str | None) -> tup
     """The arms of settings["arms"] and the sources they need, each source checked once."""
     kinds = [k for k in ("gan", "fonts") if any(k in ARM_SOURCES[a] for a in settings["arms"])]
     sources = {k: make_source(k, generator, lexicon, level=settings["level"],
-                              style_temperature=float(settings["style_temperature"])) for k in kinds}
+                              style_temperature=settings["style_temperature"]) for k in kinds}
     ratio, pool = float(settings["synthetic_ratio"]), int(settings["synthetic_pool"])
     arms = [Arm(a, tuple(sources[k] for k in ARM_SOURCES[a]), ratio if ARM_SOURCES[a] else 0.0, pool,
                 int(settings["synthetic_seed"])) for a in settings["arms"]]
@@ -791,7 +793,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--generator", metavar="CKPT", help="GAN checkpoint of the gan arms (default: the weights shipped "
                    "in the package)")
     p.add_argument("--style-temperature", type=float, metavar="T", help="gan arms: prior styles at T times the "
-                   "spread of the generator's fitted style prior (config default 1; > 1 for more varied hands)")
+                   "spread of the generator's fitted style prior (default: the generator's own, 1 unless its weights "
+                   "were exported with another; > 1 for more varied hands)")
     p.add_argument("--split", choices=SPLITS, help="writers every arm is tested on: test (default; the report) or "
                    "val, to choose a generator or a setting without touching the test writers (the validation "
                    "writers are then not used to pick a checkpoint: each run's last one is tested)")

@@ -196,12 +196,13 @@ class SyntheticLineDataset(_LineDataset):
         height: output height, the line height your recognizer uses.
         stats: LineStats or the path of its JSON (default: the stats shipped with the weights).
         chunk_size: lines generated per forward pass (all their words in one batch).
-        style_temperature: line styles at this multiple of the prior's spread (WordGenerator.prior_style).
+        style_temperature: line styles at this multiple of the prior's spread (WordGenerator.prior_style);
+            default: the generator's own (1 unless its weights were exported with another).
     """
 
     def __init__(self, generator=None, corpus=None, length: int | None = None, seed: int = 0,
                  height: int = DEFAULT_HEIGHT, stats=None, device: str = "cpu", chunk_size: int = 8,
-                 style_temperature: float = 1.0):
+                 style_temperature: float | None = None):
         from .gan.word_generator import WordGenerator
         if corpus is None:
             raise ValueError("corpus: give the lines to write (a list, a text file or an LMDB)")
@@ -209,7 +210,8 @@ class SyntheticLineDataset(_LineDataset):
         self._gen: WordGenerator | None = generator if isinstance(generator, WordGenerator) else None
         self.device, self.chunk_size = device, chunk_size
         gen = self.generator
-        self.style_temperature = check_style_temperature(style_temperature)
+        self.style_temperature = (gen.style_temperature if style_temperature is None
+                                  else check_style_temperature(style_temperature))
         # a line recognizer also reads the space, which a word generator need not write
         self.alphabet = Alphabet(sorted(set(gen.alphabet.chars) | {" "}))
         super().__init__(load_corpus(corpus, gen.alphabet), length, seed, height, stats)

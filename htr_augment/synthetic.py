@@ -51,14 +51,15 @@ class SyntheticWordDataset(Dataset):
             LmdbWordDataset of real word images whose styles (style encoder) the items take.
         style_mix: fraction of items styled by a real word image, the rest from the z prior
             (default 1.0 with styles). Items from the prior are the same as without styles.
-        style_temperature: prior styles at this multiple of the prior's spread (WordGenerator.prior_style).
+        style_temperature: prior styles at this multiple of the prior's spread (WordGenerator.prior_style);
+            default: the generator's own (1 unless its weights were exported with another).
     """
 
     def __init__(self, generator=None, lexicon=None, length: int = 10_000, seed: int = 0,
                  height: int | None = None, resample: bool = False, device: str = "cpu",
                  chunk_size: int = 32, natural_width: bool = True, max_length: int | None = None,
                  styles: str | os.PathLike | LmdbWordDataset | None = None, style_mix: float | None = None,
-                 style_temperature: float = 1.0):
+                 style_temperature: float | None = None):
         from .gan.word_generator import WordGenerator
         if length < 1:
             raise ValueError("length must be positive")
@@ -67,7 +68,8 @@ class SyntheticWordDataset(Dataset):
         gen = self.generator
         self.alphabet = gen.alphabet
         self.length, self.seed, self.resample = length, seed, resample
-        self.style_temperature = check_style_temperature(style_temperature)
+        self.style_temperature = (gen.style_temperature if style_temperature is None
+                                  else check_style_temperature(style_temperature))
         self.height = height or gen.height
         self.device, self.chunk_size, self.natural_width = device, chunk_size, natural_width
         if isinstance(lexicon, NgramSampler):

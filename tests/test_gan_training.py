@@ -185,6 +185,22 @@ def test_exported_weights_write_the_same_words_and_carry_provenance(words_lmdb, 
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_exported_style_temperature_is_the_generator_s_default(words_lmdb, tmp_path):
+    from htr_augment.gan.export import main as export_main
+    from htr_augment.synthetic import SyntheticWordDataset
+    tr = make_trainer(words_lmdb, tmp_path, checkpoint_every=2, sample_every=1000)
+    tr.fit(2)
+    assert export_main([str(tmp_path / "last.pt"), "--out", str(tmp_path / "g.pt"), "--style-temperature", "1.5"]) == 0
+    full, exported = WordGenerator.load(tmp_path / "last.pt"), WordGenerator.load(tmp_path / "g.pt")
+    assert full.style_temperature == 1.0 and exported.style_temperature == 1.5
+    assert torch.allclose(exported.sample_z(4, seed=3), full.prior_style(
+        torch.randn(4, full.z_dim, generator=torch.Generator().manual_seed(3)), 1.5), atol=1e-6)
+    assert SyntheticWordDataset(tmp_path / "g.pt", ["abc"], length=2).style_temperature == 1.5
+    assert SyntheticWordDataset(tmp_path / "g.pt", ["abc"], length=2, style_temperature=1.0).style_temperature == 1.0
+    assert export_main([str(tmp_path / "last.pt"), "--out", str(tmp_path / "x.pt"), "--style-temperature", "0"]) == 1
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_default_weights_warn_when_their_evaluation_says_illegible(words_lmdb, tmp_path, monkeypatch):
     import warnings
 

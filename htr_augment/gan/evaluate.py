@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=400, help="test words compared (default %(default)s)")
     p.add_argument("--styles", type=int, default=5, help="renderings per word for diversity (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--style-temperature", type=float, default=1.0, metavar="T",
-                   help="draw the GAN's prior styles at T times the prior's spread (default %(default)s)")
+    p.add_argument("--style-temperature", type=float, metavar="T", help="draw the GAN's prior styles at T times "
+                   "the prior's spread (default: the generator's own, 1 unless exported with another)")
     p.add_argument("--device", default="cpu")
     t = p.add_argument_group("train on synthetic, test on real (TSTR)")
     t.add_argument("--tstr-steps", type=int, default=0, metavar="N",
@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     try:
         gen = WordGenerator.load(args.generator, device=args.device)
-        gen.style_temperature = check_style_temperature(args.style_temperature)
+        if args.style_temperature is not None:
+            gen.style_temperature = check_style_temperature(args.style_temperature)
         train_words = set(load_lexicon(args.train_lexicon))
         report, grid = evaluate_generator(gen, args.evaluator, args.real, train_words, n=args.n,
                                           styles=args.styles, seed=args.seed, device=args.device)

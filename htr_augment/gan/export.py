@@ -17,13 +17,16 @@ import json
 import sys
 from pathlib import Path
 
+from .word_generator import check_style_temperature
 from ..training.checkpoint import (CheckpointError, file_sha256, load_checkpoint, make_checkpoint,
                                    save_checkpoint)
 
 
 def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | None = None,
-                     writer_widths: list[float] | str | Path | None = None) -> Path:
-    """The small weights file; `writer_widths` (data.writer_px_per_char of the training words, or
+                     writer_widths: list[float] | str | Path | None = None,
+                     style_temperature: float | None = None) -> Path:
+    """The small weights file, with `style_temperature` (if given) as the generator's default
+    (WordGenerator.style_temperature, chosen on validation writers); `writer_widths` (data.writer_px_per_char of the training words, or
     an LMDB of them to measure at the checkpoint's height) fills in what checkpoints of older
     trainers lack, for per-style word widths."""
     checkpoint = Path(checkpoint)
@@ -44,6 +47,8 @@ def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | No
     extra.update(source_checkpoint=checkpoint.name, source_sha256=file_sha256(checkpoint), weights=key)
     if metrics is not None:
         extra["metrics"] = metrics
+    if style_temperature is not None:
+        extra["style_temperature"] = check_style_temperature(style_temperature)
     if writer_widths is not None and not extra.get("writer_px_per_char"):
         extra["writer_px_per_char"] = list(writer_widths)
     kept = {"generator_ema": models[key]}
@@ -64,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--writer-widths-from", metavar="LMDB",
                    help="the GAN's training words: store their writers' widths per character when the "
                         "checkpoint lacks them (trained before per-style widths), so styles differ in width")
+    p.add_argument("--style-temperature", type=float, metavar="T", help="store T as the generator's default style "
+                   "temperature (prior styles at T times the fitted prior's spread; default: 1, none stored)")
     args = p.parse_args(argv)
     metrics = None
     if args.metrics:
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, json.JSONDecodeError) as e:
             p.error(f"--metrics {args.metrics}: {e}")
     try:
-        path = export_generator(args.checkpoint, args.out, metrics, args.writer_widths_from)
+        path = export_generator(args.checkpoint, args.out, metrics, args.writer_widths_from, args.style_temperature)
     except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -104,8 +104,9 @@ class WordGenerator:
         # (mean, Cholesky factor) of the style encoder's codes of real training words, if stored.
         self.style_prior = style_prior_tensors(self.info.get("style_prior"))
         # Prior styles are drawn at this multiple of the prior's spread (1: the fitted prior itself);
-        # above 1, further from the typical hand: more varied, less legible words.
-        self.style_temperature = 1.0
+        # above 1, further from the typical hand: more varied, less legible words. Exported weights
+        # may carry the temperature chosen for them (gan.export --style-temperature).
+        self.style_temperature = check_style_temperature(self.info.get("style_temperature", 1.0))
         # Real writers' mean widths per character (sorted), if stored: each style gets one of them.
         widths = self.info.get("writer_px_per_char") or []
         self.writer_widths = torch.tensor(widths, dtype=torch.float64) if len(widths) >= 2 else None
