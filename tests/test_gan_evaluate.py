@@ -109,3 +109,11 @@ def test_tstr_is_deterministic_for_a_seed(setup):
             for _ in range(2)]
     assert runs[0] == runs[1]
     assert {runs[0][src]["samples"] for src in ("real", "gan", "fonts")} == {8}
+
+
+def test_fidelity_counts_words_with_capitals_apart():
+    from htr_augment.gan.evaluate import fidelity
+    # A capital written as a small letter is an error on the capitalized words only.
+    f = fidelity(["Montréal", "ville", "Le"], ["montréal", "ville", "le"], [True, True, False])
+    assert f["with_capitals"]["words"] == 2 and f["with_capitals"]["cer"] == pytest.approx(2 / 10)
+    assert f["all"]["cer"] == pytest.approx(2 / 15) and f["out_of_vocabulary"]["words"] == 1

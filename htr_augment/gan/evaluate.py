@@ -50,11 +50,16 @@ def at_height(img: torch.Tensor, height: int) -> torch.Tensor:
 
 
 def fidelity(texts: list[str], preds: list[str], in_vocab: list[bool]) -> dict:
+    """CER/WER over all words and subsets: in / out of the GAN's training lexicon, and words with a
+    capital letter (a generator that writes capitals as small letters teaches a recognizer wrong labels)."""
+    subsets = {"all": lambda t, iv: True, "in_vocabulary": lambda t, iv: iv,
+               "out_of_vocabulary": lambda t, iv: not iv,
+               "with_capitals": lambda t, iv: any(ch.isupper() for ch in t)}
     out = {}
-    for name, keep in (("all", None), ("in_vocabulary", True), ("out_of_vocabulary", False)):
+    for name, keep in subsets.items():
         c = EditCounts()
         for t, p, iv in zip(texts, preds, in_vocab):
-            if keep is None or iv == keep:
+            if keep(t, iv):
                 c.add(t, p)
         out[name] = {"cer": c.cer, "wer": c.wer, "words": c.samples}
     return out
@@ -130,15 +135,16 @@ def to_markdown(r: dict) -> str:
         f"`{r['evaluator']}` on {r['words']} words of `{r['real_test']}` "
         f"({r['in_vocabulary_words']} in the GAN's training lexicon, {r['out_of_vocabulary_words']} not)."
         + (f" {r['credit']}." if r["credit"] else ""), "",
-        "| source | CER | WER | CER in-vocab | CER out-of-vocab | Fréchet distance | diversity |"
+        "| source | CER | WER | CER in-vocab | CER out-of-vocab | CER with capitals | Fréchet distance | diversity |"
         + (" TSTR CER | TSTR WER |" if t else ""),
-        "| --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if t else ""),
+        "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if t else ""),
     ]
     names = {"real": "real test words", "gan": "GAN", "fonts": "handwriting fonts"}
     for src in SOURCES:
         a = f[src]
         row = (f"| {names[src]} | {a['all']['cer']:.3f} | {a['all']['wer']:.3f} | "
                f"{a['in_vocabulary']['cer']:.3f} | {a['out_of_vocabulary']['cer']:.3f} | "
+               f"{a['with_capitals']['cer']:.3f} ({a['with_capitals']['words']}) | "
                f"{fd[src]:.2f} | {d[src]:.3f} |")
         lines.append(row + (f" {t[src]['cer']:.3f} | {t[src]['wer']:.3f} |" if t else ""))
     lines += ["", "Fréchet distance: to one half of the real test words, in the evaluator's feature space; the "
