@@ -143,6 +143,21 @@ def test_cli_writes_in_the_hand_of_style_images(styled_ckpt, tmp_path):
     assert rc == 0 and (tmp_path / "one.png").is_file()
 
 
+def test_cli_style_temperature_spreads_the_rows(styled_ckpt, tmp_path, capsys):
+    rows = {}
+    for t in ("1", "3"):
+        out = tmp_path / f"t{t}.png"
+        assert generate_cli(["chat", "-c", str(styled_ckpt), "-n", "3", "--style-temperature", t, "-o", str(out)]) == 0
+        rows[t] = read_image(str(out)).astype(float)
+    # Same draws, other styles (widths per character spread with them too).
+    assert rows["1"].shape[0] == rows["3"].shape[0]
+    assert rows["1"].shape != rows["3"].shape or abs(rows["1"] - rows["3"]).mean() > 0
+    assert generate_cli(["chat", "-c", str(styled_ckpt), "--style-temperature", "0", "-o", str(tmp_path / "z.png")]) == 2
+    assert "positive" in capsys.readouterr().err and not (tmp_path / "z.png").exists()
+    with pytest.raises(SystemExit):
+        generate_cli(["chat", "--style", "a.png", "--style-temperature", "2"])
+
+
 def test_cli_style_errors_name_the_file(styled_ckpt, plain_ckpt, tmp_path, capsys):
     good = write_png(tmp_path / "a.png", "maison")
     missing = str(tmp_path / "missing.png")

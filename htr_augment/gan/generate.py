@@ -20,7 +20,7 @@ from ..alphabet import AlphabetError
 from ..atomic import write_atomic
 from ..images import encode_png, read_image, to_tensor, to_uint8
 from ..training.checkpoint import CheckpointError
-from .word_generator import WordGenerator
+from .word_generator import WordGenerator, check_style_temperature
 
 
 def stack_rows(rows: list[np.ndarray], height: int, margin: int = 8) -> np.ndarray:
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="a real word image to imitate (repeat for a few words of one hand)")
     p.add_argument("--style-text", action="append", metavar="TEXT",
                    help="the text of each --style image, in the same order (optional)")
+    p.add_argument("--style-temperature", type=float, metavar="T", help="draw the styles at T times the spread of "
+                   "the generator's style prior (default: the generator's own; higher: more varied, less legible)")
     p.add_argument("-o", "--out", default="generated.png", help="output PNG, default %(default)s")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         images = read_style_images(args.style) if args.style else None
         gen = WordGenerator.load(args.checkpoint, device=args.device)
+        if args.style_temperature is not None:
+            gen.style_temperature = check_style_temperature(args.style_temperature)
         if images is not None:
             grid = styled_line(gen, args.text, images, args.style_text)
         else:
@@ -94,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.style and args.style_temperature is not None:
+        p.error("--style-temperature spreads the prior's styles; --style takes the hand of the given images")
     if args.style and args.n is not None:
         p.error("-n draws styles from --seed; --style writes one row in the hand of the given images")
     if args.style_text and len(args.style_text) != len(args.style or []):
