@@ -419,3 +419,19 @@ def test_writer_loss_counts_only_words_with_a_writer():
     assert loss == pytest.approx(float(expected)) and acc == pytest.approx(0.5)
     loss, acc = writer_loss(logits, torch.full((3,), -100))  # a batch without any: zero, not NaN
     assert float(loss) == 0.0 and float(acc) == 0.0
+
+
+def test_text_sampler_can_favour_capitalized_words_and_keeps_its_default_stream():
+    from htr_augment.gan.data import TextSampler
+    lexicon = ["Montréal", "ville", "le", "QUE", "la", "une", "de", "et"]
+    plain = TextSampler(lexicon, seed=3)
+    # caps_share 0 draws exactly as before the option (a resumed run asks for the same words).
+    rng = random.Random("3:0:7")
+    assert plain.draw(7, 50) == [rng.choice(lexicon) for _ in range(50)]
+    caps = TextSampler(lexicon, seed=3, caps_share=0.8).draw(7, 2000)
+    share = sum(w in ("Montréal", "QUE") for w in caps) / len(caps)
+    assert 0.8 < share < 0.9  # 0.8 from the capitalized words, plus their 2/8 of the rest
+    assert TextSampler(lexicon, seed=3, caps_share=0.8).draw(7, 2000) == caps
+    assert TextSampler(["a", "b"], seed=3, caps_share=0.5).draw(1, 5) == TextSampler(["a", "b"], seed=3).draw(1, 5)
+    with pytest.raises(ValueError, match="text_caps_share"):
+        TextSampler(lexicon, seed=3, caps_share=1.5)

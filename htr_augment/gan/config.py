@@ -64,6 +64,8 @@ DEFAULTS: dict = {
         # from which G's term counts (W trains from its creation on, so that a run resumed
         # from weights without W first gets a W worth listening to).
         "w_wid": 0.0, "wid_start": 0, "lr_w": 2e-4,
+        # Share of G's random texts drawn from the lexicon's capitalized words (0: as they come).
+        "text_caps_share": 0.0,
         "balance_decay": 0.99,
         "ema_decay": 0.999,
         "diffaugment": ["translation", "cutout", "color"],

@@ -45,17 +45,28 @@ class CanonicalCollate:
 
 class TextSampler:
     """Words for G to write: drawn from a lexicon with a generator seeded per step, so a
-    resumed run asks for exactly the words an uninterrupted one would have."""
+    resumed run asks for exactly the words an uninterrupted one would have.
 
-    def __init__(self, lexicon: list[str], seed: int, rank: int = 0):
+    caps_share: the fraction of draws taken from the lexicon's words with a capital letter
+    (0: draw from the whole lexicon, as it comes). Capitals are rare in running text (5.5% of the
+    Copiste training words' characters), so G writes them as small letters; a recognizer's
+    lexicon (titles, names) can hold far more of them."""
+
+    def __init__(self, lexicon: list[str], seed: int, rank: int = 0, caps_share: float = 0.0):
         if not lexicon:
             raise ValueError("the lexicon of words to generate is empty")
+        if not 0.0 <= caps_share <= 1.0:
+            raise ValueError(f"train.text_caps_share must be in [0, 1], got {caps_share}")
         self.lexicon = lexicon
         self.seed, self.rank = seed, rank
+        self.capitalized = [w for w in lexicon if any(ch.isupper() for ch in w)]
+        self.caps_share = caps_share if self.capitalized else 0.0
 
     def draw(self, step: int, n: int) -> list[str]:
         rng = random.Random(f"{self.seed}:{self.rank}:{step}")
-        return [rng.choice(self.lexicon) for _ in range(n)]
+        if not self.caps_share:  # the original stream, so that runs from before the option resume exactly
+            return [rng.choice(self.lexicon) for _ in range(n)]
+        return [rng.choice(self.capitalized if rng.random() < self.caps_share else self.lexicon) for _ in range(n)]
 
 
 def px_per_char(dataset, limit: int = 3000, min_words: int = 5) -> tuple[float, list[float]]:

@@ -135,7 +135,7 @@ class GanTrainer:
         self.collate = CanonicalCollate(alphabet, config["data"]["px_per_char"])
         # By default G writes the training words at their real frequencies, so that D cannot
         # tell real from fake by the distribution of word lengths.
-        self.texts = TextSampler(lexicon or list(dataset.texts), t["seed"], dist.rank)
+        self.texts = TextSampler(lexicon or list(dataset.texts), t["seed"], dist.rank, t["text_caps_share"])
         self.step, self.g_steps, self.epoch, self.batch_in_epoch = 0, 0, 0, 0
         self.natural_px_per_char, self.writer_px_per_char = px_per_char(dataset)  # one pass over the words
         # A fixed grid of words and styles, drawn every sample_every steps.
