@@ -56,7 +56,7 @@ def corpus_lines(corpus: str | os.PathLike | None, training_texts: list[str], re
 
 
 def line_dataset(kind: str, generator: Path | None, texts: list[str], length: int, seed: int, height: int,
-                 device: str, style_temperature: float = 1.0) -> Dataset:
+                 device: str, style_temperature: float = 1.0, fonts: list[Path] | None = None) -> Dataset:
     """`length` lines drawn from `texts` by (seed, index): GAN lines (kind "gan") or font lines."""
     if kind == "gan":
         from htr_augment.lines import SyntheticLineDataset
@@ -64,7 +64,7 @@ def line_dataset(kind: str, generator: Path | None, texts: list[str], length: in
         return SyntheticLineDataset(str(generator), texts, length=length, seed=seed, height=height, device=device,
                                     style_temperature=style_temperature)
     from htr_augment.lines import FontLineDataset
-    return FontLineDataset(texts, length=length, seed=seed, height=height)
+    return FontLineDataset(texts, length=length, seed=seed, height=height, fonts=fonts)
 
 
 def line_stats_sha256() -> str:

@@ -127,6 +127,7 @@ DEFAULTS: dict[str, Any] = {
     "synthetic_ratio": 0.5,     # fraction of each batch that is synthetic in every synthetic arm
     "synthetic_pool": 20000,    # words cached per synthetic source (and lexicon), shared by seeds and arms
     "synthetic_seed": 0,        # seed of the cached words: word i is a function of (seed, i)
+    "fonts": "",                # fonts arms: a comma list of installed font file names ("": all of them)
     "style_temperature": None,  # gan arms: prior styles at this multiple of the prior's spread (None: the generator's)
     "evaluate": "best",         # checkpoint tested: best (lowest validation CER) or last
     "split": "test",            # writers tested on: test (the report), or val (choosing settings; see --split)
@@ -262,6 +263,7 @@ class Source:
     credit: str = ""  # of the data the generator was trained on
     level: str = "words"  # what it writes: words, or whole lines (benchmarks.lines)
     style_temperature: float = 1.0  # gan: prior styles at this multiple of the prior's spread
+    font_subset: bool = False  # fonts: `fonts` is a chosen subset of the installed ones (--fonts)
 
     @property
     def lines(self) -> bool:
@@ -272,6 +274,8 @@ class Source:
         tag = f"gan-{self.sha256[:12]}" if self.kind == "gan" else self.kind
         if self.kind == "gan" and self.style_temperature != 1.0:
             tag += f"-T{self.style_temperature:g}"
+        if self.kind == "fonts" and self.font_subset:  # its own run folder; font file names make poor ones
+            tag += f"-{sha256_text(','.join(self.fonts))[:8]}"
         return f"{tag}-lines" if self.lines else tag
 
     @property
@@ -291,27 +295,41 @@ class Source:
         """`length` items drawn from `words` (at the line level: lines of text) by (seed, index)."""
         if self.lines:
             return line_dataset(self.kind, self.generator, words, length, seed, height, device,
-                                self.style_temperature)
+                                self.style_temperature, self.font_paths())
         if self.kind == "gan":
             from htr_augment.synthetic import SyntheticWordDataset
             # A path, not the loaded generator: DataLoader workers reload it instead of unpickling weights.
             return SyntheticWordDataset(str(self.generator), words, length=length, seed=seed, height=height,
                                         device=device, style_temperature=self.style_temperature)
         from htr_augment.fonts import FontWordDataset
-        return FontWordDataset(words, length=length, seed=seed, height=height)
+        return FontWordDataset(words, length=length, seed=seed, height=height, fonts=self.font_paths())
+
+    def font_paths(self) -> list[Path] | None:
+        """The chosen font files (None: every installed one)."""
+        if self.kind != "fonts" or not self.font_subset:
+            return None
+        from htr_augment.fonts import find_fonts
+        return [p for p in find_fonts() if p.name in self.fonts]
 
 
 def make_source(kind: str, generator: str | None, lexicon: str | None,
                 alternatives: str = ", or leave the gan arms out (--arms baseline,fonts)", level: str = "words",
-                style_temperature: float | None = None) -> Source:
+                style_temperature: float | None = None, fonts: list[str] | None = None) -> Source:
     """A synthetic source, checked before any training starts (weights exist and load, fonts are installed)."""
+    chosen_fonts = [f for f in (fonts or []) if f]
     if kind == "fonts":
         from htr_augment.fonts import find_fonts
         fonts = find_fonts()
         if not fonts:
             raise BenchmarkError("the fonts arms: no handwriting font installed "
                                  "(pip install fontpkg-caveat fontpkg-kalam fontpkg-indie-flower)")
-        return Source("fonts", fonts=[p.name for p in fonts], lexicon=lexicon, level=level)
+        if not chosen_fonts:
+            return Source("fonts", fonts=[p.name for p in fonts], lexicon=lexicon, level=level)
+        names = {p.name for p in fonts}
+        unknown = [f for f in chosen_fonts if f not in names]
+        if unknown:
+            raise BenchmarkError(f"--fonts: {', '.join(unknown)} not installed (installed: {', '.join(sorted(names))})")
+        return Source("fonts", fonts=sorted(set(chosen_fonts)), lexicon=lexicon, level=level, font_subset=True)
     if kind != "gan":
         raise BenchmarkError(f"unknown synthetic source {kind!r} (gan or fonts)")
     from htr_augment.gan import word_generator
@@ -372,11 +390,18 @@ class Arm:
         return f"real + {what} ({self.ratio:.0%} of each batch{half})"
 
 
+def font_names(value: str | list[str]) -> list[str]:
+    """--fonts / `fonts` (a comma list, or a TOML list) as a list of names."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [f.strip() for f in items if f.strip()]
+
+
 def make_arms(settings: dict, generator: str | None, lexicon: str | None) -> tuple[list[Arm], dict[str, Source]]:
     """The arms of settings["arms"] and the sources they need, each source checked once."""
     kinds = [k for k in ("gan", "fonts") if any(k in ARM_SOURCES[a] for a in settings["arms"])]
     sources = {k: make_source(k, generator, lexicon, level=settings["level"],
-                              style_temperature=settings["style_temperature"]) for k in kinds}
+                              style_temperature=settings["style_temperature"],
+                              fonts=font_names(settings["fonts"])) for k in kinds}
     ratio, pool = float(settings["synthetic_ratio"]), int(settings["synthetic_pool"])
     arms = [Arm(a, tuple(sources[k] for k in ARM_SOURCES[a]), ratio if ARM_SOURCES[a] else 0.0, pool,
                 int(settings["synthetic_seed"])) for a in settings["arms"]]
@@ -795,6 +820,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--style-temperature", type=float, metavar="T", help="gan arms: prior styles at T times the "
                    "spread of the generator's fitted style prior (default: the generator's own, 1 unless its weights "
                    "were exported with another; > 1 for more varied hands)")
+    p.add_argument("--fonts", metavar="FILE,...", help="fonts arms: only these installed font files, by name "
+                   "(e.g. 'Caveat[wght].ttf'; default: every installed handwriting font)")
     p.add_argument("--split", choices=SPLITS, help="writers every arm is tested on: test (default; the report) or "
                    "val, to choose a generator or a setting without touching the test writers (the validation "
                    "writers are then not used to pick a checkpoint: each run's last one is tested)")
@@ -833,7 +860,7 @@ def _settings_from_args(args: argparse.Namespace) -> tuple[dict, dict]:
     settings, config = load_settings(config_path(args))
     overrides = {"arms": _arms_from_args(args)}
     overrides.update({key: getattr(args, key) for key in ("level", "reference", "synthetic_ratio", "synthetic_pool",
-                                                          "style_temperature", "split", "seeds", "steps",
+                                                          "style_temperature", "fonts", "split", "seeds", "steps",
                                                           "regime", "writers", "writer_seed", "device", "bootstrap")})
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.num_workers is not None:

@@ -421,3 +421,20 @@ def test_split_val_and_style_temperature_errors(data, generator, tmp_path, capsy
     assert "no validation split" in capsys.readouterr().err
     assert main(args(data, tmp_path / "a", "--generator", str(generator), "--style-temperature", "-1")) == 2
     assert "--style-temperature" in capsys.readouterr().err
+
+
+def test_fonts_arm_can_use_a_chosen_subset_of_the_installed_fonts(tmp_path, capsys, data):
+    from htr_augment.fonts import find_fonts
+    installed = find_fonts()
+    every = benchmarks.run.make_source("fonts", None, None)
+    one = benchmarks.run.make_source("fonts", None, None, fonts=[installed[0].name])
+    assert every.fonts == [p.name for p in installed] and every.font_paths() is None and every.tag == "fonts"
+    assert one.fonts == [installed[0].name] and one.font_paths() == [installed[0]]
+    assert one.tag.startswith("fonts-") and one.tag != every.tag  # its own run folder
+    assert one.dataset(["abc"], 2, 0, 32, "cpu").fonts == [installed[0]]
+    key = benchmarks.run.pool_key(one, ["abc"], {"synthetic_pool": 2, "synthetic_seed": 0}, 32)
+    assert key != benchmarks.run.pool_key(every, ["abc"], {"synthetic_pool": 2, "synthetic_seed": 0}, 32)
+    assert benchmarks.run.font_names(" a.ttf, b.ttf ,") == ["a.ttf", "b.ttf"]
+    assert main(args(data, tmp_path / "a", "--arms", "baseline,fonts", "--fonts", "Nope.ttf")) == 2
+    err = capsys.readouterr().err
+    assert "Nope.ttf not installed" in err and installed[0].name in err
