@@ -26,9 +26,9 @@ def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | No
                      writer_widths: list[float] | str | Path | None = None,
                      style_temperature: float | None = None) -> Path:
     """The small weights file, with `style_temperature` (if given) as the generator's default
-    (WordGenerator.style_temperature, chosen on validation writers); `writer_widths` (data.writer_px_per_char of the training words, or
-    an LMDB of them to measure at the checkpoint's height) fills in what checkpoints of older
-    trainers lack, for per-style word widths."""
+    (WordGenerator.style_temperature, chosen on validation writers). `writer_widths`
+    (data.writer_px_per_char of the training words, or an LMDB of them to measure at the
+    checkpoint's height) fills in what checkpoints of older trainers lack, for per-style widths."""
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint, map_location="cpu", kind="gan")
     if isinstance(writer_widths, (str, Path)):
