@@ -342,8 +342,7 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
     gen = word_generator.WordGenerator.load(path)  # CheckpointError naming the file if it is not a GAN checkpoint
     return Source("gan", generator=path.resolve(), sha256=file_sha256(path), lexicon=lexicon,
                   alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "", level=level,
-                  style_temperature=gen.style_temperature if style_temperature is None
-                  else check_style_temperature(style_temperature))
+                  style_temperature=gen.resolve_style_temperature(style_temperature))
 
 
 def synthetic_texts(source: Source, real: LmdbWordDataset, alphabet: Alphabet) -> list[str]:

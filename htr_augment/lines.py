@@ -31,7 +31,6 @@ from .atomic import write_table_atomic
 from .data.dataset import DEFAULT_HEIGHT, WordSample
 from .data.sources import _read_text_lines, normalize_label, reject_counts
 from .fonts import FontRenderer, LazyRenderer, find_fonts
-from .gan.word_generator import check_style_temperature
 from .images import ink_mask, resize_to_height, to_tensor, to_uint8
 from .line_stats import LineLayout, LineStats, core_band, shear
 
@@ -210,8 +209,7 @@ class SyntheticLineDataset(_LineDataset):
         self._gen: WordGenerator | None = generator if isinstance(generator, WordGenerator) else None
         self.device, self.chunk_size = device, chunk_size
         gen = self.generator
-        self.style_temperature = (gen.style_temperature if style_temperature is None
-                                  else check_style_temperature(style_temperature))
+        self.style_temperature = gen.resolve_style_temperature(style_temperature)
         # a line recognizer also reads the space, which a word generator need not write
         self.alphabet = Alphabet(sorted(set(gen.alphabet.chars) | {" "}))
         super().__init__(load_corpus(corpus, gen.alphabet), length, seed, height, stats)

@@ -27,7 +27,6 @@ import torch
 from torch.utils.data import Dataset
 
 from .data.dataset import LmdbWordDataset, WordSample
-from .gan.word_generator import check_style_temperature
 from .images import resize_to_height, to_tensor, to_uint8
 from .lexicon import NgramSampler, load_lexicon, restrict
 
@@ -68,8 +67,7 @@ class SyntheticWordDataset(Dataset):
         gen = self.generator
         self.alphabet = gen.alphabet
         self.length, self.seed, self.resample = length, seed, resample
-        self.style_temperature = (gen.style_temperature if style_temperature is None
-                                  else check_style_temperature(style_temperature))
+        self.style_temperature = gen.resolve_style_temperature(style_temperature)
         self.height = height or gen.height
         self.device, self.chunk_size, self.natural_width = device, chunk_size, natural_width
         if isinstance(lexicon, NgramSampler):

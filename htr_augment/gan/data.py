@@ -43,6 +43,11 @@ class CanonicalCollate:
                 "texts": [s.text for s in samples], "writers": [s.writer for s in samples]}
 
 
+def has_capital(text: str) -> bool:
+    """Whether `text` holds an upper-case letter (the GAN's weak spot: TextSampler, gan.evaluate)."""
+    return any(ch.isupper() for ch in text)
+
+
 class TextSampler:
     """Words for G to write: drawn from a lexicon with a generator seeded per step, so a
     resumed run asks for exactly the words an uninterrupted one would have.
@@ -59,7 +64,7 @@ class TextSampler:
             raise ValueError(f"train.text_caps_share must be in [0, 1], got {caps_share}")
         self.lexicon = lexicon
         self.seed, self.rank = seed, rank
-        self.capitalized = [w for w in lexicon if any(ch.isupper() for ch in w)]
+        self.capitalized = [w for w in lexicon if has_capital(w)]
         self.caps_share = caps_share if self.capitalized else 0.0
 
     def draw(self, step: int, n: int) -> list[str]:

@@ -38,9 +38,10 @@ from ..fonts import FontRenderer
 from ..images import encode_png, resize_to_height, to_tensor, to_uint8
 from ..lexicon import load_lexicon
 from ..metrics import EditCounts
+from .data import has_capital
 from .quality import frechet_distance, mean_pairwise_distance, recognize
 from .tstr import DEFAULT_SAMPLES, DEFAULT_STEPS, run_tstr
-from .word_generator import WordGenerator, check_style_temperature
+from .word_generator import WordGenerator
 
 SOURCES = ("real", "gan", "fonts")
 
@@ -54,7 +55,7 @@ def fidelity(texts: list[str], preds: list[str], in_vocab: list[bool]) -> dict:
     capital letter (a generator that writes capitals as small letters teaches a recognizer wrong labels)."""
     subsets = {"all": lambda t, iv: True, "in_vocabulary": lambda t, iv: iv,
                "out_of_vocabulary": lambda t, iv: not iv,
-               "with_capitals": lambda t, iv: any(ch.isupper() for ch in t)}
+               "with_capitals": lambda t, iv: has_capital(t)}
     out = {}
     for name, keep in subsets.items():
         c = EditCounts()
@@ -200,8 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
     try:
         gen = WordGenerator.load(args.generator, device=args.device)
-        if args.style_temperature is not None:
-            gen.style_temperature = check_style_temperature(args.style_temperature)
+        gen.style_temperature = gen.resolve_style_temperature(args.style_temperature)
         train_words = set(load_lexicon(args.train_lexicon))
         report, grid = evaluate_generator(gen, args.evaluator, args.real, train_words, n=args.n,
                                           styles=args.styles, seed=args.seed, device=args.device)

@@ -20,7 +20,7 @@ from ..alphabet import AlphabetError
 from ..atomic import write_atomic
 from ..images import encode_png, read_image, to_tensor, to_uint8
 from ..training.checkpoint import CheckpointError
-from .word_generator import WordGenerator, check_style_temperature
+from .word_generator import WordGenerator
 
 
 def stack_rows(rows: list[np.ndarray], height: int, margin: int = 8) -> np.ndarray:
@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         images = read_style_images(args.style) if args.style else None
         gen = WordGenerator.load(args.checkpoint, device=args.device)
-        if args.style_temperature is not None:
-            gen.style_temperature = check_style_temperature(args.style_temperature)
+        gen.style_temperature = gen.resolve_style_temperature(args.style_temperature)
         if images is not None:
             grid = styled_line(gen, args.text, images, args.style_text)
         else:

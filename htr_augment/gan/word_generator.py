@@ -177,11 +177,14 @@ class WordGenerator:
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         return self.prior_style(torch.randn(n, self.z_dim, generator=gen))
 
+    def resolve_style_temperature(self, temperature: float | None) -> float:
+        """`temperature`, checked; the generator's own (self.style_temperature) when None."""
+        return self.style_temperature if temperature is None else check_style_temperature(temperature)
+
     def prior_style(self, eps: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """Standard normal draws eps (..., z_dim) -> styles of the prior, at `temperature` times its
         spread (default: self.style_temperature)."""
-        t = self.style_temperature if temperature is None else check_style_temperature(temperature)
-        return from_style_prior(eps * t, self.style_prior)
+        return from_style_prior(eps * self.resolve_style_temperature(temperature), self.style_prior)
 
     @property
     def has_style_encoder(self) -> bool:
