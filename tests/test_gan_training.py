@@ -201,6 +201,20 @@ def test_exported_style_temperature_is_the_generator_s_default(words_lmdb, tmp_p
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_export_live_takes_the_live_generator_not_the_ema(words_lmdb, tmp_path):
+    from htr_augment.gan.export import main as export_main
+    tr = make_trainer(words_lmdb, tmp_path, g_every=1, checkpoint_every=3, sample_every=1000)
+    tr.fit(3)
+    vec = torch.nn.utils.parameters_to_vector
+    assert not torch.equal(vec(tr.G.parameters()), vec(tr.ema.model.parameters()))  # else the test proves nothing
+    for flag, live in (([], False), (["--live"], True)):
+        assert export_main([str(tmp_path / "last.pt"), "--out", str(tmp_path / "g.pt"), *flag]) == 0
+        exported = WordGenerator.load(tmp_path / "g.pt")
+        want = tr.G if live else tr.ema.model
+        assert torch.equal(vec(exported.generator.parameters()), vec(want.parameters()).detach())
+        assert exported.info["weights"] == ("generator" if live else "generator_ema")
+
+
 def test_default_weights_warn_when_their_evaluation_says_illegible(words_lmdb, tmp_path, monkeypatch):
     import warnings
 

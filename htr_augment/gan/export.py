@@ -24,8 +24,9 @@ from ..training.checkpoint import (CheckpointError, file_sha256, load_checkpoint
 
 def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | None = None,
                      writer_widths: list[float] | str | Path | None = None,
-                     style_temperature: float | None = None) -> Path:
-    """The small weights file, with `style_temperature` (if given) as the generator's default
+                     style_temperature: float | None = None, live: bool = False) -> Path:
+    """The small weights file (the EMA generator and style encoder; `live`: the live ones, for
+    judging them beside the EMA, which once hid a collapse), with `style_temperature` (if given) as the generator's default
     (WordGenerator.style_temperature, chosen on validation writers). `writer_widths`
     (data.writer_px_per_char of the training words, or an LMDB of them to measure at the
     checkpoint's height) fills in what checkpoints of older trainers lack, for per-style widths."""
@@ -39,9 +40,9 @@ def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | No
         if not writer_widths:
             raise CheckpointError(f"{lmdb_path}: no writer ids with 5 or more words")
     models = ckpt["models"]
-    key = "generator_ema" if "generator_ema" in models else "generator"
+    key = "generator" if live or "generator_ema" not in models else "generator_ema"
     if key not in models:
-        raise CheckpointError(f"{checkpoint}: GAN checkpoint without generator weights")
+        raise CheckpointError(f"{checkpoint}: GAN checkpoint without {'live ' if live else ''}generator weights")
     config = {k: v for k, v in ckpt["config"].items() if k in ("data", "generator", "style", "train")}
     extra = dict(ckpt.get("extra", {}))
     extra.update(source_checkpoint=checkpoint.name, source_sha256=file_sha256(checkpoint), weights=key)
@@ -52,7 +53,7 @@ def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | No
     if writer_widths is not None and not extra.get("writer_px_per_char"):
         extra["writer_px_per_char"] = list(writer_widths)
     kept = {"generator_ema": models[key]}
-    e_key = "style_encoder_ema" if "style_encoder_ema" in models else "style_encoder"
+    e_key = "style_encoder" if live or "style_encoder_ema" not in models else "style_encoder_ema"
     if e_key in models:  # writes in the hand of real word images (WordGenerator.generate(style=...))
         kept["style_encoder_ema"] = models[e_key]
     extra.pop("balancer", None)
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                         "checkpoint lacks them (trained before per-style widths), so styles differ in width")
     p.add_argument("--style-temperature", type=float, metavar="T", help="store T as the generator's default style "
                    "temperature (prior styles at T times the fitted prior's spread; default: 1, none stored)")
+    p.add_argument("--live", action="store_true", help="export the live generator and style encoder instead of "
+                   "their EMA (to judge both: the EMA can hide a collapse or average styles away)")
     args = p.parse_args(argv)
     metrics = None
     if args.metrics:
@@ -79,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, json.JSONDecodeError) as e:
             p.error(f"--metrics {args.metrics}: {e}")
     try:
-        path = export_generator(args.checkpoint, args.out, metrics, args.writer_widths_from, args.style_temperature)
+        path = export_generator(args.checkpoint, args.out, metrics, args.writer_widths_from, args.style_temperature,
+                                live=args.live)
     except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
