@@ -79,8 +79,10 @@ def _sources_text(syn: dict) -> list[str]:
     for kind, src in syn["sources"].items():
         if kind == "gan":
             t = src.get("style_temperature", 1.0)
+            legible = (f", words misread by `{src['legible_by']}` written again in up to {src['legible_tries']} "
+                       "styles" if src.get("legible_by") else "")
             out.append(f"GAN `{src['generator']}` (SHA-256 `{src['generator_sha256']}`"
-                       + (f", style temperature {t:g})" if t != 1.0 else ")"))
+                       + (f", style temperature {t:g}" if t != 1.0 else "") + legible + ")")
         else:
             out.append(f"handwriting fonts ({', '.join(src['fonts'])})")
     return out

@@ -129,6 +129,8 @@ DEFAULTS: dict[str, Any] = {
     "synthetic_seed": 0,        # seed of the cached words: word i is a function of (seed, i)
     "fonts": "",                # fonts arms: a comma list of installed font file names ("": all of them)
     "style_temperature": None,  # gan arms: prior styles at this multiple of the prior's spread (None: the generator's)
+    "legible_by": "",           # gan arms: a recognizer that must read each GAN word as its text ("": no filter)
+    "legible_tries": 4,         # ... styles tried per word before keeping the one it reads best
     "evaluate": "best",         # checkpoint tested: best (lowest validation CER) or last
     "split": "test",            # writers tested on: test (the report), or val (choosing settings; see --split)
     "eval_batch_size": 32,
@@ -185,7 +187,9 @@ def check_settings(s: dict, config: dict) -> None:
         raise BenchmarkError(f"--style-temperature: {e}") from None
     if s["evaluate"] not in ("best", "last"):
         raise BenchmarkError(f"evaluate must be 'best' or 'last', got {s['evaluate']!r}")
-    for key in ("steps", "seeds", "writers", "eval_batch_size", "bootstrap", "synthetic_pool"):
+    if s["legible_by"] and s["level"] != "words":
+        raise BenchmarkError("--legible-by filters GAN words; it is not available at --level lines")
+    for key in ("steps", "seeds", "writers", "eval_batch_size", "bootstrap", "synthetic_pool", "legible_tries"):
         if int(s[key]) < 1:
             raise BenchmarkError(f"--{key.replace('_', '-')} must be at least 1, got {s[key]}")
     if s["arms"] == ["baseline"]:
@@ -264,6 +268,9 @@ class Source:
     level: str = "words"  # what it writes: words, or whole lines (benchmarks.lines)
     style_temperature: float = 1.0  # gan: prior styles at this multiple of the prior's spread
     font_subset: bool = False  # fonts: `fonts` is a chosen subset of the installed ones (--fonts)
+    reader: str | None = None  # gan: the recognizer that must read each word (--legible-by) ...
+    reader_sha256: str | None = None
+    tries: int = 1  # ... and the styles tried per word
 
     @property
     def lines(self) -> bool:
@@ -274,6 +281,8 @@ class Source:
         tag = f"gan-{self.sha256[:12]}" if self.kind == "gan" else self.kind
         if self.kind == "gan" and self.style_temperature != 1.0:
             tag += f"-T{self.style_temperature:g}"
+        if self.reader:
+            tag += f"-legible{self.tries}-{self.reader_sha256[:8]}"
         if self.kind == "fonts" and self.font_subset:  # its own run folder; font file names make poor ones
             tag += f"-{sha256_text(','.join(self.fonts))[:8]}"
         return f"{tag}-lines" if self.lines else tag
@@ -289,7 +298,9 @@ class Source:
         return {"source": self.kind, "generator": str(self.generator) if self.generator else None,
                 "generator_sha256": self.sha256, "fonts": self.fonts, "level": self.level,
                 "lexicon": self.texts_of,
-                **({"style_temperature": self.style_temperature} if self.kind == "gan" else {})}
+                **({"style_temperature": self.style_temperature} if self.kind == "gan" else {}),
+                **({"legible_by": self.reader, "legible_by_sha256": self.reader_sha256, "legible_tries": self.tries}
+                   if self.reader else {})}
 
     def dataset(self, words: list[str], length: int, seed: int, height: int, device: str) -> Dataset:
         """`length` items drawn from `words` (at the line level: lines of text) by (seed, index)."""
@@ -300,7 +311,8 @@ class Source:
             from htr_augment.synthetic import SyntheticWordDataset
             # A path, not the loaded generator: DataLoader workers reload it instead of unpickling weights.
             return SyntheticWordDataset(str(self.generator), words, length=length, seed=seed, height=height,
-                                        device=device, style_temperature=self.style_temperature)
+                                        device=device, style_temperature=self.style_temperature,
+                                        legible_by=self.reader, tries=self.tries)
         from htr_augment.fonts import FontWordDataset
         return FontWordDataset(words, length=length, seed=seed, height=height, fonts=self.font_paths())
 
@@ -314,8 +326,10 @@ class Source:
 
 def make_source(kind: str, generator: str | None, lexicon: str | None,
                 alternatives: str = ", or leave the gan arms out (--arms baseline,fonts)", level: str = "words",
-                style_temperature: float | None = None, fonts: list[str] | None = None) -> Source:
-    """A synthetic source, checked before any training starts (weights exist and load, fonts are installed)."""
+                style_temperature: float | None = None, fonts: list[str] | None = None,
+                legible_by: str = "", tries: int = 4) -> Source:
+    """A synthetic source, checked before any training starts (weights exist and load, fonts are
+    installed, the --legible-by recognizer exists)."""
     chosen_fonts = [f for f in (fonts or []) if f]
     if kind == "fonts":
         from htr_augment.fonts import find_fonts
@@ -340,9 +354,16 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
         raise BenchmarkError(f"no generator weights are shipped in the package yet ({path}): pass --generator CKPT "
                              f"(trained with python -m htr_augment.gan.train){alternatives}")
     gen = word_generator.WordGenerator.load(path)  # CheckpointError naming the file if it is not a GAN checkpoint
+    reader = {}
+    if legible_by:
+        from recognizer.pretrained import resolve
+        weights = resolve(legible_by)  # PretrainedError (a CheckpointError) for an unknown name
+        if not weights.is_file():
+            raise BenchmarkError(f"--legible-by {legible_by}: no recognizer checkpoint there")
+        reader = {"reader": legible_by, "reader_sha256": file_sha256(weights), "tries": int(tries)}
     return Source("gan", generator=path.resolve(), sha256=file_sha256(path), lexicon=lexicon,
                   alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "", level=level,
-                  style_temperature=gen.resolve_style_temperature(style_temperature))
+                  style_temperature=gen.resolve_style_temperature(style_temperature), **reader)
 
 
 def synthetic_texts(source: Source, real: LmdbWordDataset, alphabet: Alphabet) -> list[str]:
@@ -400,7 +421,8 @@ def make_arms(settings: dict, generator: str | None, lexicon: str | None) -> tup
     kinds = [k for k in ("gan", "fonts") if any(k in ARM_SOURCES[a] for a in settings["arms"])]
     sources = {k: make_source(k, generator, lexicon, level=settings["level"],
                               style_temperature=settings["style_temperature"],
-                              fonts=font_names(settings["fonts"])) for k in kinds}
+                              fonts=font_names(settings["fonts"]), legible_by=settings["legible_by"],
+                              tries=int(settings["legible_tries"])) for k in kinds}
     ratio, pool = float(settings["synthetic_ratio"]), int(settings["synthetic_pool"])
     arms = [Arm(a, tuple(sources[k] for k in ARM_SOURCES[a]), ratio if ARM_SOURCES[a] else 0.0, pool,
                 int(settings["synthetic_seed"])) for a in settings["arms"]]
@@ -436,9 +458,10 @@ def pool_key(source: Source, words: list[str], settings: dict, height: int) -> d
         else {"lexicon_sha256": sha256_text("\n".join(words))}
     # The style temperature only when it is not 1: caches made before it existed stay valid.
     temperature = {"style_temperature": source.style_temperature} if source.style_temperature != 1.0 else {}
+    legible = {"legible_by_sha256": source.reader_sha256, "legible_tries": source.tries} if source.reader else {}
     return {"source": source.kind, "generator_sha256": source.sha256, "fonts": source.fonts, **texts,
             "count": int(settings["synthetic_pool"]), "seed": int(settings["synthetic_seed"]), "height": height,
-            **temperature}
+            **temperature, **legible}
 
 
 def cache_source_words(source: Source, words: list[str], settings: dict, height: int, cache_dir: Path,
@@ -821,6 +844,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "were exported with another; > 1 for more varied hands)")
     p.add_argument("--fonts", metavar="FILE,...", help="fonts arms: only these installed font files, by name "
                    "(e.g. 'Caveat[wght].ttf'; default: every installed handwriting font)")
+    p.add_argument("--legible-by", metavar="NAME|CKPT", help="gan arms: a recognizer (e.g. copiste-words) that must "
+                   "read each GAN word as its text; a word it misreads is written again in another style, up to "
+                   "--legible-tries styles, keeping the one read best (default: no filter)")
+    p.add_argument("--legible-tries", type=int, metavar="N", help="with --legible-by: styles tried per word "
+                   "(default 4)")
     p.add_argument("--split", choices=SPLITS, help="writers every arm is tested on: test (default; the report) or "
                    "val, to choose a generator or a setting without touching the test writers (the validation "
                    "writers are then not used to pick a checkpoint: each run's last one is tested)")
@@ -860,6 +888,7 @@ def _settings_from_args(args: argparse.Namespace) -> tuple[dict, dict]:
     overrides = {"arms": _arms_from_args(args)}
     overrides.update({key: getattr(args, key) for key in ("level", "reference", "synthetic_ratio", "synthetic_pool",
                                                           "style_temperature", "fonts", "split", "seeds", "steps",
+                                                          "legible_by", "legible_tries",
                                                           "regime", "writers", "writer_seed", "device", "bootstrap")})
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.num_workers is not None:

@@ -15,6 +15,12 @@ process, so reading a chunk in order costs one generator forward pass for
 With `styles` (an LMDB of real words, e.g. a low-resource writer's own), an item's
 style is instead the style encoder's vector of a real word image, also drawn from
 (seed, i); `style_mix` is the fraction of items written that way.
+
+With `legible_by` (a recognizer), a word that it does not read as its text (CER above
+`max_cer`) is written again in another style, drawn from (seed, i, attempt), up to `tries`
+styles; the first legible one is kept, else the one read best. The text never changes, so
+the lexicon's distribution does not either: a synthetic word whose image says another
+word teaches the recognizer trained on it a wrong label.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from torch.utils.data import Dataset
 from .data.dataset import LmdbWordDataset, WordSample
 from .images import resize_to_height, to_tensor, to_uint8
 from .lexicon import NgramSampler, load_lexicon, restrict
+from .metrics import edit_counts
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +59,19 @@ class SyntheticWordDataset(Dataset):
             (default 1.0 with styles). Items from the prior are the same as without styles.
         style_temperature: prior styles at this multiple of the prior's spread (WordGenerator.prior_style);
             default: the generator's own (1 unless its weights were exported with another).
+        legible_by: None, or a recognizer that must read each word as its text: a shipped name such as
+            "copiste-words", a checkpoint path, or a callable list of images -> list of texts (e.g. a
+            htr_augment.gan.quality.Reader; picklable if DataLoader workers use the dataset).
+        max_cer: with legible_by, the largest CER at which a word counts as read (0: exactly).
+        tries: with legible_by, styles tried per word before keeping the one read best.
     """
 
     def __init__(self, generator=None, lexicon=None, length: int = 10_000, seed: int = 0,
                  height: int | None = None, resample: bool = False, device: str = "cpu",
                  chunk_size: int = 32, natural_width: bool = True, max_length: int | None = None,
                  styles: str | os.PathLike | LmdbWordDataset | None = None, style_mix: float | None = None,
-                 style_temperature: float | None = None):
+                 style_temperature: float | None = None, legible_by=None, max_cer: float = 0.0,
+                 tries: int = 4):
         from .gan.word_generator import WordGenerator
         if length < 1:
             raise ValueError("length must be positive")
@@ -85,6 +98,7 @@ class SyntheticWordDataset(Dataset):
                 raise ValueError("no word of the lexicon can be written with the generator's alphabet "
                                  f"{''.join(self.alphabet.chars)!r}")
         self.styles, self.style_mix = self._load_styles(styles, style_mix)
+        self.reader, self.max_cer, self.tries = self._load_reader(legible_by, max_cer, tries)
         self._cache: OrderedDict[int, list[WordSample]] = OrderedDict()
         self._served: dict[int, set[int]] = {}
         self._style_cache: dict[int, torch.Tensor] = {}
@@ -109,6 +123,19 @@ class SyntheticWordDataset(Dataset):
             raise ValueError(f"styles: {styles.path} has no usable word image")
         return styles, style_mix
 
+    @staticmethod
+    def _load_reader(legible_by, max_cer: float, tries: int):
+        if legible_by is None:
+            return None, max_cer, 1
+        if not 0.0 <= max_cer < 1.0:
+            raise ValueError(f"max_cer must be in [0, 1), got {max_cer}")
+        if int(tries) < 1:
+            raise ValueError(f"tries must be at least 1, got {tries}")
+        if not isinstance(legible_by, (str, os.PathLike)):  # a Reader, or any images -> texts callable
+            return legible_by, float(max_cer), int(tries)
+        from .gan.quality import Reader
+        return Reader(legible_by), float(max_cer), int(tries)
+
     @property
     def generator(self):
         if self._gen is None:  # loaded lazily, once per process (workers included)
@@ -126,11 +153,14 @@ class SyntheticWordDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _draw(self, i: int, draw: int = 0) -> tuple[str, torch.Tensor, int | None]:
-        """Item i's text, prior style z and the index of its real style image (None: z)."""
+    def _draw(self, i: int, draw: int = 0, attempt: int = 0) -> tuple[str, torch.Tensor, int | None]:
+        """Item i's text, prior style z and the index of its real style image (None: z); the
+        attempt-th style of the same text (legible_by) for attempt > 0."""
         key = f"{self.seed}:{i}:{draw}"
         rng = random.Random(key)
         text = self.sampler.sample(rng) if self.sampler is not None else rng.choice(self.words)
+        if attempt:
+            rng = random.Random(f"{key}:style{attempt}")
         z = torch.randn(self.generator.z_dim, generator=torch.Generator().manual_seed(rng.getrandbits(63)))
         z = self.generator.prior_style(z, self.style_temperature)  # the generator's own style distribution
         ref = None
@@ -139,7 +169,8 @@ class SyntheticWordDataset(Dataset):
         return text, z, ref
 
     def text_and_style(self, i: int, draw: int = 0) -> tuple[str, torch.Tensor]:
-        """The text and style vector of item i (of its `draw`-th resampling)."""
+        """The text and style vector of item i (of its `draw`-th resampling; with legible_by, its
+        first style, which the filter may replace)."""
         text, z, ref = self._draw(i, draw)
         return text, (self._encode_styles([ref])[0] if ref is not None else z)
 
@@ -171,19 +202,38 @@ class SyntheticWordDataset(Dataset):
         if self.resample:
             self._draws += 1
             draw = (os.getpid() << 32) + self._draws
-        plans = [self._draw(i, draw) for i in idx]
-        texts = [t for t, _, _ in plans]
-        z = torch.stack([z for _, z, _ in plans])
-        styled = [k for k, (_, _, ref) in enumerate(plans) if ref is not None]
-        if styled:
-            z[styled] = self._encode_styles([plans[k][2] for k in styled])
-        images = self.generator.generate(texts, z=z, natural_width=self.natural_width)
+        texts, images = self._write([self._draw(i, draw) for i in idx])
+        if self.reader is not None:
+            images = self._legible(idx, draw, texts, images)
         out = []
         for i, text, img in zip(idx, texts, images):
             if img.shape[1] != self.height:
                 img = to_tensor(resize_to_height(to_uint8(img), self.height))
             out.append(WordSample(img, text, f"synthetic:{self.seed}:{i}"))
         return out
+
+    def _write(self, plans: list[tuple[str, torch.Tensor, int | None]]) -> tuple[list[str], list[torch.Tensor]]:
+        texts = [t for t, _, _ in plans]
+        z = torch.stack([z for _, z, _ in plans])
+        styled = [k for k, (_, _, ref) in enumerate(plans) if ref is not None]
+        if styled:
+            z[styled] = self._encode_styles([plans[k][2] for k in styled])
+        return texts, list(self.generator.generate(texts, z=z, natural_width=self.natural_width))
+
+    def _legible(self, idx: range, draw: int, texts: list[str], images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """`images`, each word the reader does not read as its text written again in other styles."""
+        best = [edit_counts([t], [h]).cer for t, h in zip(texts, self.reader(images))]
+        images = list(images)
+        for attempt in range(1, self.tries):
+            todo = [k for k, c in enumerate(best) if c > self.max_cer]
+            if not todo:
+                break
+            _, again = self._write([self._draw(idx[k], draw, attempt) for k in todo])
+            for k, img, hyp in zip(todo, again, self.reader(again)):
+                c = edit_counts([texts[k]], [hyp]).cer
+                if c < best[k]:
+                    best[k], images[k] = c, img
+        return images
 
     def __getitem__(self, i: int) -> WordSample:
         if i < 0:

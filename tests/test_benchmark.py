@@ -412,6 +412,30 @@ def test_style_temperature_reaches_the_gan_words_and_their_cache_key(generator):
         benchmarks.run.make_source("gan", str(generator), None, style_temperature=0.0)
 
 
+def test_legible_by_reaches_the_gan_words_their_cache_key_and_run_folder(generator, tmp_path, data, capsys):
+    from htr_augment.gan.quality import Reader
+
+    from .test_gan_quality import tiny_reader_checkpoint
+    reader = tiny_reader_checkpoint(tmp_path / "r.pt")
+    settings = {"synthetic_pool": 40, "synthetic_seed": 0}
+    plain = benchmarks.run.make_source("gan", str(generator), None)
+    legible = benchmarks.run.make_source("gan", str(generator), None, legible_by=str(reader), tries=3)
+    ds = legible.dataset(["abc"], 2, 0, 32, "cpu")
+    assert isinstance(ds.reader, Reader) and ds.reader.path == reader and ds.tries == 3
+    assert plain.dataset(["abc"], 2, 0, 32, "cpu").reader is None
+    key = benchmarks.run.pool_key(plain, ["abc"], settings, 32)
+    assert "legible_by_sha256" not in key  # caches made before the filter existed stay valid
+    assert benchmarks.run.pool_key(legible, ["abc"], settings, 32) == {
+        **key, "legible_by_sha256": legible.reader_sha256, "legible_tries": 3}
+    assert legible.tag.startswith(plain.tag + "-legible3-")
+    assert legible.describe()["legible_by"] == str(reader)
+    assert main(args(data, tmp_path / "a", "--generator", str(generator), "--legible-by", "nonesuch")) == 2
+    assert "nonesuch" in capsys.readouterr().err
+    assert main(args(data, tmp_path / "a", "--generator", str(generator), "--legible-by", str(reader),
+                     "--legible-tries", "0")) == 2
+    assert "--legible-tries" in capsys.readouterr().err
+
+
 def test_split_val_and_style_temperature_errors(data, generator, tmp_path, capsys):
     no_val = tmp_path / "noval"
     no_val.mkdir()

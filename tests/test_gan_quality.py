@@ -19,3 +19,43 @@ def test_mean_pairwise_distance():
     # pairs: 5 ; (1, 1, 2)
     assert mean_pairwise_distance(groups) == pytest.approx((5 + 1 + 1 + 2) / 4)
     assert np.isnan(mean_pairwise_distance([np.zeros((1, 2))]))
+
+
+def tiny_reader_checkpoint(path, alphabet_chars="abcdefghijklmnopqrstuvwxyz"):
+    """An untrained tiny word recognizer at height 32, as a training checkpoint."""
+    import torch
+
+    from htr_augment.alphabet import Alphabet
+    from htr_augment.training import make_checkpoint, save_checkpoint
+    from recognizer.config import make_config
+    from recognizer.model import CRNN
+    alphabet = Alphabet(list(alphabet_chars))
+    config = make_config({"data": {"height": 32}, "model": {"stem_channels": 4, "stages": [[1, 8], [1, 8]],
+                                                            "pools": [[2, 2]], "lstm_hidden": 8, "lstm_layers": 1}})
+    torch.manual_seed(0)
+    model = CRNN(config, len(alphabet))
+    return save_checkpoint(make_checkpoint("recognizer", config, alphabet, 0, 0,
+                                           models={"recognizer": model.state_dict()}), path)
+
+
+def test_reader_reads_any_height_at_its_model_s_and_pickles_without_weights(tmp_path):
+    import pickle
+
+    import torch
+
+    from htr_augment.gan.quality import Reader, at_height, recognize
+    from recognizer.model import load_recognizer
+    from recognizer.pretrained import PretrainedError
+    path = tiny_reader_checkpoint(tmp_path / "r.pt")
+    torch.manual_seed(1)
+    images = [torch.rand(1, 48, w) for w in (40, 72, 96)]
+    reader = Reader(path)
+    model, alphabet, _ = load_recognizer(path)
+    want = recognize(model.eval(), alphabet, [at_height(im, 32) for im in images], features=False)[0]
+    assert reader(images) == want and reader.height == 32
+    clone = pickle.loads(pickle.dumps(reader))
+    assert clone._model is None and clone(images) == want
+    with pytest.raises(PretrainedError, match="copiste-words"):
+        Reader("no-such-recognizer")
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        Reader(tmp_path / "missing.pt")

@@ -209,3 +209,54 @@ def test_style_temperature_scales_the_prior_spread_around_its_mean(ckpt, tmp_pat
     assert ta == tb and torch.allclose(zb, 3 * za, atol=1e-5)  # the fixture's prior is N(0, I)
     with pytest.raises(ValueError, match="positive"):
         SyntheticWordDataset(ckpt, WORDS, length=4, style_temperature=-1.0)
+
+
+class ScriptedReader:
+    """Reads a word as its text from the `right_from`-th call on (0-based), as 'x' before."""
+
+    def __init__(self, right_from: int):
+        self.right_from, self.calls = right_from, []
+
+    def __call__(self, images):
+        self.calls.append(len(images))
+        return ["x"] * len(images) if len(self.calls) <= self.right_from else None
+
+
+def test_legible_by_writes_misread_words_again_in_other_styles_same_text(ckpt):
+    plain = SyntheticWordDataset(ckpt, WORDS, length=6, seed=2, chunk_size=6)
+    reader = ScriptedReader(right_from=2)
+    reader_texts = [plain[i].text for i in range(6)]
+
+    def read(images):  # wrong twice (the first style and the second), right from the third
+        out = reader(images)
+        return out if out is not None else reader_texts[:len(images)]
+    filtered = SyntheticWordDataset(ckpt, WORDS, length=6, seed=2, chunk_size=6, legible_by=read, tries=4)
+    items = [filtered[i] for i in range(6)]
+    assert reader.calls == [6, 6, 6]  # first styles, 2nd and 3rd attempts; none left for a 4th
+    third = SyntheticWordDataset(ckpt, WORDS, length=6, seed=2, chunk_size=6)
+    plans = [third._draw(i, 0, attempt=2) for i in range(6)]
+    texts, images = third._write(plans)
+    assert [s.text for s in items] == [plain[i].text for i in range(6)] == texts  # the text never changes
+    for s, want, first in zip(items, images, (plain[i] for i in range(6))):
+        assert s.image.shape == want.shape and torch.allclose(s.image, want, atol=1e-5)
+        assert s.image.shape != first.image.shape or not torch.equal(s.image, first.image)
+
+
+def test_legible_by_keeps_the_style_read_best_when_none_is_right(ckpt):
+    plain = SyntheticWordDataset(ckpt, WORDS, length=4, seed=5, chunk_size=4)
+    texts = [plain[i].text for i in range(4)]
+    calls = []
+
+    def read(images):  # attempt 1 (the second style) is read closest: one character wrong
+        calls.append(len(images))
+        return [t[:-1] + "#" if len(calls) == 2 else "#" for t in texts[:len(images)]]
+    ds = SyntheticWordDataset(ckpt, WORDS, length=4, seed=5, chunk_size=4, legible_by=read, tries=3)
+    items = [ds[i] for i in range(4)]
+    assert calls == [4, 4, 4]
+    _, second = plain._write([plain._draw(i, 0, attempt=1) for i in range(4)])
+    for s, want in zip(items, second):
+        assert torch.allclose(s.image, want, atol=1e-5)
+    with pytest.raises(ValueError, match="tries"):
+        SyntheticWordDataset(ckpt, WORDS, length=4, legible_by=read, tries=0)
+    with pytest.raises(ValueError, match="max_cer"):
+        SyntheticWordDataset(ckpt, WORDS, length=4, legible_by=read, max_cer=1.0)

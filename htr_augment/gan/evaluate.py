@@ -35,19 +35,15 @@ from ..atomic import write_atomic
 from ..data import LmdbWordDataset
 from ..data.credit import data_credit
 from ..fonts import FontRenderer
-from ..images import encode_png, resize_to_height, to_tensor, to_uint8
+from ..images import encode_png, to_uint8
 from ..lexicon import load_lexicon
 from ..metrics import EditCounts
 from .data import has_capital
-from .quality import frechet_distance, mean_pairwise_distance, recognize
+from .quality import at_height, frechet_distance, mean_pairwise_distance, recognize
 from .tstr import DEFAULT_SAMPLES, DEFAULT_STEPS, run_tstr
 from .word_generator import WordGenerator
 
 SOURCES = ("real", "gan", "fonts")
-
-
-def at_height(img: torch.Tensor, height: int) -> torch.Tensor:
-    return img if img.shape[1] == height else to_tensor(resize_to_height(to_uint8(img), height))
 
 
 def fidelity(texts: list[str], preds: list[str], in_vocab: list[bool]) -> dict:

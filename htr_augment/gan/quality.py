@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import torch
 
-from ..images import pad_batch
+from ..images import pad_batch, resize_to_height, to_tensor, to_uint8
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -36,8 +37,8 @@ def mean_pairwise_distance(groups: list[np.ndarray]) -> float:
 
 
 @torch.no_grad()
-def recognize(model, alphabet, images: list[torch.Tensor], batch_size: int = 32, device="cpu"):
-    """Greedy transcriptions and features (B, D) of (1, H, W) ink-space images."""
+def recognize(model, alphabet, images: list[torch.Tensor], batch_size: int = 32, device="cpu", features: bool = True):
+    """Greedy transcriptions and features (B, D; empty with features=False) of (1, H, W) ink-space images."""
     from recognizer.decoding import greedy_decode
     texts, feats = [], []
     for i in range(0, len(images), batch_size):
@@ -45,5 +46,40 @@ def recognize(model, alphabet, images: list[torch.Tensor], batch_size: int = 32,
         batch, widths = batch.to(device), widths.to(device)
         out = model(batch, widths)
         texts += greedy_decode(out.log_probs, out.lengths, alphabet)
-        feats.append(model.features(batch, widths).float().cpu())
+        if features:
+            feats.append(model.features(batch, widths).float().cpu())
     return texts, torch.cat(feats).numpy() if feats else np.zeros((0, 0))
+
+
+def at_height(img: torch.Tensor, height: int) -> torch.Tensor:
+    return img if img.shape[1] == height else to_tensor(resize_to_height(to_uint8(img), height))
+
+
+class Reader:
+    """Greedy transcriptions of word images by a recognizer: a shipped name (`copiste-words`) or a
+    checkpoint of `python -m recognizer.train`, loaded once per process (DataLoader workers reload
+    it from the path instead of unpickling weights). Images of any height are read at the model's."""
+
+    def __init__(self, recognizer: str | os.PathLike, device: str = "cpu", batch_size: int = 64):
+        from recognizer.pretrained import resolve
+        self.name, self.path = str(recognizer), resolve(recognizer)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no recognizer checkpoint there")
+        self.device, self.batch_size = device, batch_size
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            from recognizer.model import load_recognizer
+            model, self.alphabet, config = load_recognizer(self.path, self.device)
+            self._model, self.height = model.eval(), config["data"]["height"]
+        return self._model
+
+    @torch.no_grad()
+    def __call__(self, images: list[torch.Tensor]) -> list[str]:
+        model = self._load()
+        images = [at_height(im, self.height) for im in images]
+        return recognize(model, self.alphabet, images, self.batch_size, self.device, features=False)[0]
+
+    def __getstate__(self):
+        return {**self.__dict__, "_model": None}
