@@ -363,7 +363,8 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
         reader = {"reader": legible_by, "reader_sha256": file_sha256(weights), "tries": int(tries)}
     return Source("gan", generator=path.resolve(), sha256=file_sha256(path), lexicon=lexicon,
                   alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "", level=level,
-                  style_temperature=gen.resolve_style_temperature(style_temperature), **reader)
+                  style_temperature=gen.resolve_style_temperature(style_temperature, lines=level == "lines"),
+                  **reader)
 
 
 def synthetic_texts(source: Source, real: LmdbWordDataset, alphabet: Alphabet) -> list[str]:

@@ -196,7 +196,7 @@ class SyntheticLineDataset(_LineDataset):
         stats: LineStats or the path of its JSON (default: the stats shipped with the weights).
         chunk_size: lines generated per forward pass (all their words in one batch).
         style_temperature: line styles at this multiple of the prior's spread (WordGenerator.prior_style);
-            default: the generator's own (1 unless its weights were exported with another).
+            default: the generator's own for lines (WordGenerator.line_style_temperature).
     """
 
     def __init__(self, generator=None, corpus=None, length: int | None = None, seed: int = 0,
@@ -209,7 +209,7 @@ class SyntheticLineDataset(_LineDataset):
         self._gen: WordGenerator | None = generator if isinstance(generator, WordGenerator) else None
         self.device, self.chunk_size = device, chunk_size
         gen = self.generator
-        self.style_temperature = gen.resolve_style_temperature(style_temperature)
+        self.style_temperature = gen.resolve_style_temperature(style_temperature, lines=True)
         # a line recognizer also reads the space, which a word generator need not write
         self.alphabet = Alphabet(sorted(set(gen.alphabet.chars) | {" "}))
         super().__init__(load_corpus(corpus, gen.alphabet), length, seed, height, stats)

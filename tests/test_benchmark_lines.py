@@ -90,6 +90,15 @@ def test_a_line_widens_with_its_text_in_one_style(tmp_path):
             assert long[i].image.shape[-1] > 2 * short[i].image.shape[-1], source.kind
 
 
+def test_line_arms_take_the_generator_s_line_style_temperature(tmp_path):
+    generator = tiny_generator_checkpoint(tmp_path / "g.pt", extra={"style_temperature": 1.5,
+                                                                     "line_style_temperature": 1.0})
+    lines, words = (make_source("gan", str(generator), None, level=level) for level in ("lines", "words"))
+    assert (lines.style_temperature, words.style_temperature) == (1.0, 1.5)
+    assert lines.dataset(["ab cd"], 2, 0, 32, "cpu").style_temperature == 1.0
+    assert make_source("gan", str(generator), None, level="lines", style_temperature=2.0).style_temperature == 2.0
+
+
 def test_the_report_lists_every_arm_on_lines(study):
     root, _, _ = study
     out = root / "out"

@@ -308,3 +308,19 @@ def test_line_style_temperature_scales_the_line_s_style(ckpt):
     b = SyntheticLineDataset(ckpt, TEXTS, height=32, seed=4, style_temperature=2.0)
     (ta, za, la), (tb, zb, lb) = a.plan(1), b.plan(1)
     assert ta == tb and la == lb and torch.allclose(zb, 2 * za, atol=1e-5)  # the fixture's prior is N(0, I)
+
+
+def test_lines_take_the_weights_line_style_temperature_words_their_own(tmp_path):
+    from htr_augment import SyntheticWordDataset
+    from htr_augment.gan.export import main as export_main
+    src = tiny_generator_checkpoint(tmp_path / "src.pt", extra={"style_temperature": 1.5})
+    assert SyntheticLineDataset(src, TEXTS, height=32).style_temperature == 1.5  # none stored: the words' one
+    assert export_main([str(src), "--out", str(tmp_path / "g.pt"), "--line-style-temperature", "1.0"]) == 0
+    lines = SyntheticLineDataset(tmp_path / "g.pt", TEXTS, height=32, seed=4)
+    assert lines.style_temperature == 1.0
+    assert SyntheticWordDataset(tmp_path / "g.pt", ["chat"], length=2).style_temperature == 1.5
+    assert SyntheticLineDataset(tmp_path / "g.pt", TEXTS, height=32, style_temperature=2.0).style_temperature == 2.0
+    a, b = lines.plan(1), SyntheticLineDataset(src, TEXTS, height=32, seed=4).plan(1)
+    assert torch.allclose(b[1], 1.5 * a[1], atol=1e-5)  # the fixture's prior is N(0, I)
+    assert export_main([str(src), "--out", str(tmp_path / "x.pt"), "--line-style-temperature", "-1"]) == 1
+    assert not (tmp_path / "x.pt").exists()

@@ -24,7 +24,8 @@ from ..training.checkpoint import (CheckpointError, file_sha256, load_checkpoint
 
 def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | None = None,
                      writer_widths: list[float] | str | Path | None = None,
-                     style_temperature: float | None = None, live: bool = False) -> Path:
+                     style_temperature: float | None = None, live: bool = False,
+                     line_style_temperature: float | None = None) -> Path:
     """The small weights file (the EMA generator and style encoder; `live`: the live ones, for
     judging them beside the EMA, which once hid a collapse), with `style_temperature` (if given) as the generator's default
     (WordGenerator.style_temperature, chosen on validation writers). `writer_widths`
@@ -50,6 +51,8 @@ def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | No
         extra["metrics"] = metrics
     if style_temperature is not None:
         extra["style_temperature"] = check_style_temperature(style_temperature)
+    if line_style_temperature is not None:  # SyntheticLineDataset's default (else the words' one)
+        extra["line_style_temperature"] = check_style_temperature(line_style_temperature)
     if writer_widths is not None and not extra.get("writer_px_per_char"):
         extra["writer_px_per_char"] = list(writer_widths)
     kept = {"generator_ema": models[key]}
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                         "checkpoint lacks them (trained before per-style widths), so styles differ in width")
     p.add_argument("--style-temperature", type=float, metavar="T", help="store T as the generator's default style "
                    "temperature (prior styles at T times the fitted prior's spread; default: 1, none stored)")
+    p.add_argument("--line-style-temperature", type=float, metavar="T", help="store T as the default style "
+                   "temperature of whole lines (SyntheticLineDataset; default: the words' one)")
     p.add_argument("--live", action="store_true", help="export the live generator and style encoder instead of "
                    "their EMA (to judge both: the EMA can hide a collapse or average styles away)")
     args = p.parse_args(argv)
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--metrics {args.metrics}: {e}")
     try:
         path = export_generator(args.checkpoint, args.out, metrics, args.writer_widths_from, args.style_temperature,
-                                live=args.live)
+                                live=args.live, line_style_temperature=args.line_style_temperature)
     except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -107,6 +107,10 @@ class WordGenerator:
         # above 1, further from the typical hand: more varied, less legible words. Exported weights
         # may carry the temperature chosen for them (gan.export --style-temperature).
         self.style_temperature = check_style_temperature(self.info.get("style_temperature", 1.0))
+        # Whole lines take one style for every word, so one far-out style spoils a line: lines may
+        # have their own default (gan.export --line-style-temperature), else the words' one.
+        self.line_style_temperature = check_style_temperature(
+            self.info.get("line_style_temperature", self.style_temperature))
         # Real writers' mean widths per character (sorted), if stored: each style gets one of them.
         widths = self.info.get("writer_px_per_char") or []
         self.writer_widths = torch.tensor(widths, dtype=torch.float64) if len(widths) >= 2 else None
@@ -177,9 +181,12 @@ class WordGenerator:
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
         return self.prior_style(torch.randn(n, self.z_dim, generator=gen))
 
-    def resolve_style_temperature(self, temperature: float | None) -> float:
-        """`temperature`, checked; the generator's own (self.style_temperature) when None."""
-        return self.style_temperature if temperature is None else check_style_temperature(temperature)
+    def resolve_style_temperature(self, temperature: float | None, lines: bool = False) -> float:
+        """`temperature`, checked; when None the generator's own (self.style_temperature, or for
+        whole lines self.line_style_temperature)."""
+        if temperature is None:
+            return self.line_style_temperature if lines else self.style_temperature
+        return check_style_temperature(temperature)
 
     def prior_style(self, eps: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
         """Standard normal draws eps (..., z_dim) -> styles of the prior, at `temperature` times its
