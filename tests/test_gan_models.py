@@ -207,3 +207,17 @@ def test_ema_warms_up_then_averages():
     assert ema.decay_at(10_000) == 0.999 and ema.decay_at(None) == 0.999
     ema.update(net)  # without a step: the configured decay
     assert float(ema.model.weight) == pytest.approx(0.9 + 0.1 * 0.001)
+
+
+def test_char_style_starts_as_the_identity_then_lets_the_style_change_letters_apiece():
+    torch.manual_seed(0)
+    plain = Generator(8, height=32, px_per_char=16, base=4, z_dim=16, embed_dim=8, text_hidden=8).eval()
+    styled = Generator(8, height=32, px_per_char=16, base=4, z_dim=16, embed_dim=8, text_hidden=8,
+                       char_style=True).eval()
+    missing, unexpected = styled.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["char_film.bias", "char_film.weight"] and not unexpected
+    tokens, lengths, z = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 0]]), torch.tensor([4, 3]), torch.randn(2, 16)
+    with torch.no_grad():
+        assert torch.equal(styled(tokens, lengths, z), plain(tokens, lengths, z))  # zero FiLM: same function
+        styled.char_film.weight.normal_()
+        assert not torch.allclose(styled(tokens, lengths, z), plain(tokens, lengths, z), atol=1e-3)

@@ -11,7 +11,7 @@ from htr_augment.data.sources import read_gt
 from htr_augment.gan.config import load_gan_config
 from htr_augment.gan.trainer import GanTrainer
 from htr_augment.gan.word_generator import WordGenerator
-from htr_augment.training import DistInfo, load_checkpoint
+from htr_augment.training import CheckpointError, DistInfo, load_checkpoint
 
 from .conftest import REPO, write_gt
 
@@ -213,6 +213,39 @@ def test_export_live_takes_the_live_generator_not_the_ema(words_lmdb, tmp_path):
         want = tr.G if live else tr.ema.model
         assert torch.equal(vec(exported.generator.parameters()), vec(want.parameters()).detach())
         assert exported.info["weights"] == ("generator" if live else "generator_ema")
+
+
+def test_init_from_adds_char_style_to_a_trained_gan_and_the_new_run_resumes(words_lmdb, tmp_path):
+    vec = torch.nn.utils.parameters_to_vector
+    old = make_trainer(words_lmdb, tmp_path / "old", g_every=1, checkpoint_every=2, sample_every=1000)
+    old.fit(2)
+    sections = {"generator": {"char_style": True}}
+    new = make_trainer_with(words_lmdb, tmp_path / "new", sections, g_every=1, checkpoint_every=4, sample_every=1000)
+    new.resume(tmp_path / "old" / "last.pt", warm=True)
+    assert new.step == 2 and float(new.G.char_film.weight.detach().abs().sum()) == 0
+    for a, b in ((new.G, old.G), (new.ema.model, old.ema.model), (new.D, old.D)):
+        kept = {k: v for k, v in a.state_dict().items() if not k.startswith("char_film.")}
+        assert all(torch.equal(v, b.state_dict()[k]) for k, v in kept.items())
+    new.fit(4)
+    assert float(new.G.char_film.weight.detach().abs().sum()) > 0  # the style now reaches the characters
+    again = make_trainer_with(words_lmdb, tmp_path / "new", sections, g_every=1, sample_every=1000)
+    again.resume(tmp_path / "new" / "last.pt")  # an ordinary run from here on
+    assert again.step == 4 and torch.equal(vec(again.G.parameters()), vec(new.G.parameters()))
+    wider = make_trainer_with(words_lmdb, tmp_path / "w", {"generator": {"base": 12}})
+    with pytest.raises(CheckpointError, match="do not fit this config"):
+        wider.resume(tmp_path / "old" / "last.pt", warm=True)
+
+
+def test_init_from_refuses_an_existing_run_and_resume_together(words_lmdb, tmp_path, capsys):
+    from htr_augment.gan.train import main as train_main
+    tr = make_trainer(words_lmdb, tmp_path / "a", checkpoint_every=1, sample_every=1000)
+    tr.fit(1)
+    base = ["--config", str(REPO / "configs" / "gan" / "tiny.toml"), "--train", str(words_lmdb), "--no-progress"]
+    assert train_main(base + ["--out", str(tmp_path / "a"), "--init-from", str(tmp_path / "a" / "last.pt")]) == 2
+    assert "exists; continue that run with --resume" in capsys.readouterr().err
+    assert train_main(base + ["--out", str(tmp_path / "b"), "--init-from", str(tmp_path / "a" / "last.pt"),
+                              "--resume"]) == 2
+    assert "give one" in capsys.readouterr().err
 
 
 def test_default_weights_warn_when_their_evaluation_says_illegible(words_lmdb, tmp_path, monkeypatch):

@@ -17,6 +17,11 @@ DEFAULTS: dict = {
         "base": 16, "channel_mult": [8, 4, 2], "z_dim": 32, "embed_dim": 64,
         "text_hidden": 64, "text_layers": 1,
         "norm": "adain",       # masked AdaIN: a word never depends on its batch ("batch": the first generators)
+        # char_style: the style also scales and shifts each character's vector before it becomes a
+        # patch (FiLM), so a style can change letter shapes letter by letter, not only add the same
+        # offset to every letter. Zero-initialised: weights trained without it keep their output
+        # (train --init-from them).
+        "char_style": False,
     },
     "discriminator": {"base": 16, "channel_mult": [1, 2, 4, 8],
                       "pool": "mean"},  # width-independent score ("sum": the first generators)

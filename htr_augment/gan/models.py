@@ -113,7 +113,7 @@ class Generator(nn.Module):
 
     def __init__(self, num_classes: int, *, height: int = 32, px_per_char: int = 16, base: int = 32,
                  channel_mult: tuple[int, ...] = (8, 4, 2), z_dim: int = 32, embed_dim: int = 64,
-                 text_hidden: int = 64, text_layers: int = 1, norm: str = "adain"):
+                 text_hidden: int = 64, text_layers: int = 1, norm: str = "adain", char_style: bool = False):
         super().__init__()
         n_up = len(channel_mult)
         self.h0, self.w0 = height >> n_up, px_per_char >> n_up
@@ -133,6 +133,12 @@ class Generator(nn.Module):
         self.blocks = nn.ModuleList(UpBlock(channels[i], channels[i + 1], self.chunk, norm) for i in range(n_up))
         self.out_bn = nn.BatchNorm2d(channels[-1]) if norm == "batch" else None
         self.out_conv = SN(nn.Conv2d(channels[-1], 1, 3, padding=1))
+        # Style -> per-feature scale and shift of the character vectors (config generator.char_style).
+        # Zero weights: the identity at first; no spectral norm (that of a zero matrix is undefined).
+        self.char_film = nn.Linear(self.chunk, 2 * self.text.out_dim) if char_style else None
+        if self.char_film is not None:
+            nn.init.zeros_(self.char_film.weight)
+            nn.init.zeros_(self.char_film.bias)
 
     def widths(self, lengths: torch.Tensor) -> torch.Tensor:
         return lengths * self.px_per_char
@@ -141,6 +147,9 @@ class Generator(nn.Module):
         B, L = tokens.shape
         zs = z[:, : self.chunk * (len(self.blocks) + 1)].split(self.chunk, dim=1)
         chars = self.text(tokens, lengths)  # (B, L, D)
+        if self.char_film is not None:
+            scale, shift = self.char_film(zs[0]).chunk(2, dim=1)
+            chars = chars * (1 + scale[:, None, :]) + shift[:, None, :]
         h = self.project(torch.cat([chars, zs[0][:, None, :].expand(B, L, -1)], dim=2))
         # (B, L, C*h0*w0) -> (B, C, h0, L*w0): character i owns columns [i*w0, (i+1)*w0).
         h = h.view(B, L, self.c0, self.h0, self.w0).permute(0, 2, 3, 1, 4).reshape(B, self.c0, self.h0, L * self.w0)

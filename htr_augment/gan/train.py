@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
                    "metrics every train.eval_every iterations: D's AUC, the live and EMA G's R-CER, ink, diversity")
     p.add_argument("--out", required=True, help="run directory: checkpoints, logs, samples")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init-from", metavar="CKPT", help="start a new run in OUT from another run's checkpoint, "
+                   "under a config that adds zero-initialised modules (generator.char_style): weights, step "
+                   "and style prior are taken; the generator's optimizer starts afresh if its parameters changed")
     p.add_argument("--recognizer", help="start R from this trained word-recognizer checkpoint "
                    "(default: the config's recognizer.checkpoint, else from scratch)")
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
@@ -56,7 +59,15 @@ def main(argv: list[str] | None = None) -> int:
                                   max_length=d["max_length"], alphabet=dataset.alphabet)
         trainer = GanTrainer(config, recognizer_config_for(config), dataset, dataset.alphabet, out, dist,
                              progress=not args.no_progress, val_dataset=val)
-        if args.resume:
+        if args.resume and args.init_from:
+            raise ValueError("--resume continues OUT/last.pt; --init-from starts a new run from another "
+                             "checkpoint: give one")
+        if args.init_from:
+            if (out / "last.pt").is_file():
+                raise CheckpointError(f"--init-from: {out / 'last.pt'} exists; continue that run with --resume, "
+                                      "or choose another --out")
+            trainer.resume(args.init_from, warm=True)
+        elif args.resume:
             if not (out / "last.pt").is_file():
                 raise CheckpointError(f"--resume: no {out / 'last.pt'} to continue from")
             trainer.resume(out / "last.pt")

@@ -66,6 +66,26 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, wor
     return [mine[i:i + batch_size] for i in range(0, len(mine) - batch_size + 1, batch_size)]
 
 
+# Modules a config may add to a trained GAN (train --init-from): zero-initialised, so that the
+# weights loaded around them keep their function.
+WARM_START_MODULES = ("char_film.",)
+
+
+def load_new_modules(model: torch.nn.Module, state: dict, name: str, path) -> bool:
+    """Load `state` into `model`, leaving WARM_START_MODULES that `state` lacks as they are. True if
+    some were missing (the model's parameters are then not those of the checkpoint's optimizer)."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # a tensor of another shape: another architecture
+        raise CheckpointError(f"{path}: {name} weights do not fit this config ({str(e).splitlines()[-1].strip()})") \
+            from None
+    other = [k for k in missing if not k.startswith(WARM_START_MODULES)]
+    if unexpected or other:
+        raise CheckpointError(f"{path}: {name} weights do not fit this config (missing {other[:3]}, unexpected "
+                              f"{unexpected[:3]}); --init-from only adds {', '.join(WARM_START_MODULES)}")
+    return bool(missing)
+
+
 def pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
     return F.pad(x, (0, width - x.shape[-1]), value=-1.0) if x.shape[-1] < width else x
 
@@ -214,9 +234,13 @@ class GanTrainer:
             for name in names or ("last.pt",):
                 save_checkpoint(ckpt, self.out / name)
 
-    def resume(self, path: str | Path) -> None:
+    def resume(self, path: str | Path, warm: bool = False) -> None:
+        """Continue the run of checkpoint `path` exactly. warm: start from its weights under a config
+        that adds zero-initialised modules (WARM_START_MODULES, e.g. generator.char_style), which keep
+        their initial weights; an optimizer whose parameters changed starts afresh."""
         ckpt = load_checkpoint(path, map_location=self.dist.device, kind="gan")
         check_alphabet(ckpt["alphabet"], self.alphabet)
+        fresh = set()
         pairs = [("generator", self.G), ("generator_ema", self.ema.model), ("discriminator", self.D),
                  ("recognizer", self.R)]
         if self.E is not None:
@@ -224,9 +248,13 @@ class GanTrainer:
         for name, model in pairs:
             if name not in ckpt["models"]:
                 raise CheckpointError(f"{path}: no {name} weights (a checkpoint of another GAN config?)")
-            model.load_state_dict(ckpt["models"][name])
+            if warm and load_new_modules(model, ckpt["models"][name], name, path):
+                fresh.add(name)
+            elif not warm:
+                model.load_state_dict(ckpt["models"][name])
         for name, opt in (("generator", self.opt_g), ("discriminator", self.opt_d), ("recognizer", self.opt_r)):
-            opt.load_state_dict(ckpt["optimizers"][name])
+            if name not in fresh:
+                opt.load_state_dict(ckpt["optimizers"][name])
         if self.W is not None and "writer_classifier" in ckpt["models"]:
             if ckpt["extra"].get("writer_ids") != self.writer_ids:
                 raise CheckpointError(f"{path}: its writer classifier was trained on other writers than those of "

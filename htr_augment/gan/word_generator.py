@@ -28,7 +28,8 @@ def build_generator(config: dict, num_classes: int) -> Generator:
     return Generator(num_classes, height=d["height"], px_per_char=d["px_per_char"], base=g["base"],
                      channel_mult=tuple(g["channel_mult"]), z_dim=g["z_dim"], embed_dim=g["embed_dim"],
                      text_hidden=g["text_hidden"], text_layers=g["text_layers"],
-                     norm=g.get("norm", "batch"))  # configs older than the key: batch norm
+                     norm=g.get("norm", "batch"),  # configs older than the key: batch norm
+                     char_style=g.get("char_style", False))
 
 
 def build_discriminator(config: dict) -> Discriminator:
