@@ -1,4 +1,5 @@
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,7 +149,7 @@ def test_diffaugment_is_differentiable_and_checks_policy():
         diff_augment(x, widths, ["flip"])
 
 
-@pytest.mark.parametrize("name", ["tiny", "cpu", "base"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "configs" / "gan").glob("*.toml")))
 def test_shipped_configs_build(name):
     from htr_augment.gan.config import load_gan_config
     from htr_augment.gan.train import recognizer_config_for
