@@ -231,6 +231,15 @@ def test_init_from_adds_char_style_to_a_trained_gan_and_the_new_run_resumes(word
     again = make_trainer_with(words_lmdb, tmp_path / "new", sections, g_every=1, sample_every=1000)
     again.resume(tmp_path / "new" / "last.pt")  # an ordinary run from here on
     assert again.step == 4 and torch.equal(vec(again.G.parameters()), vec(new.G.parameters()))
+    fast = make_trainer_with(words_lmdb, tmp_path / "f", sections, g_every=1, lr_char_style=1e-2, sample_every=1000)
+    assert [g["lr"] for g in fast.opt_g.param_groups] == [fast.config["train"]["lr_g"], 1e-2]
+    with pytest.raises(CheckpointError, match="--init-from"):  # one group in the checkpoint, two here
+        fast.resume(tmp_path / "new" / "last.pt")
+    fast = make_trainer_with(words_lmdb, tmp_path / "f", sections, g_every=1, lr_char_style=1e-2, sample_every=1000)
+    fast.resume(tmp_path / "new" / "last.pt", warm=True)
+    before = fast.G.char_film.weight.detach().clone()
+    fast.fit(5)
+    assert fast.step == 5 and not torch.equal(before, fast.G.char_film.weight.detach())
     wider = make_trainer_with(words_lmdb, tmp_path / "w", {"generator": {"base": 12}})
     with pytest.raises(CheckpointError, match="do not fit this config"):
         wider.resume(tmp_path / "old" / "last.pt", warm=True)

@@ -54,6 +54,10 @@ DEFAULTS: dict = {
         "max_steps": 2000,     # iterations: one real batch and one D step each
         "g_every": 4,          # G steps once per this many iterations (ScrabbleGAN, HiGAN+)
         "lr_g": 1e-4, "lr_d": 2e-4,
+        # lr_char_style: the learning rate of generator.char_style's FiLM (0: lr_g). It starts at
+        # zero, where Adam's steps of lr_g only random-walk it (measured: mean |w| 4e-4 after 375
+        # G steps), so a new pathway may need larger steps to be used within a run.
+        "lr_char_style": 0.0,
         "betas_g": [0.5, 0.999], "betas_d": [0.0, 0.999],
         "grad_clip_g": 10.0,   # max norm of G's (and E's) gradient; 0: none
         "lookahead": False, "lookahead_k": 5, "lookahead_alpha": 0.5,

@@ -136,7 +136,7 @@ class GanTrainer:
         self.ema = EMA(self.G, t["ema_decay"])
         self.ema_e = EMA(self.E, t["ema_decay"]) if self.E is not None else None
         self.g_params = list(self.G.parameters()) + (list(self.E.parameters()) if self.E is not None else [])
-        self.opt_g = torch.optim.Adam(self.g_params, lr=t["lr_g"], betas=tuple(t["betas_g"]))
+        self.opt_g = torch.optim.Adam(self.g_param_groups(t), lr=t["lr_g"], betas=tuple(t["betas_g"]))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t["lr_d"], betas=tuple(t["betas_d"]))
         self.opt_r = torch.optim.AdamW(self.R.parameters(), lr=config["recognizer"]["lr"],
                                        weight_decay=recognizer_config["train"]["weight_decay"])
@@ -234,6 +234,16 @@ class GanTrainer:
             for name in names or ("last.pt",):
                 save_checkpoint(ckpt, self.out / name)
 
+    def g_param_groups(self, t: dict) -> list[dict]:
+        """G's and E's parameters; generator.char_style's FiLM in a group of its own when
+        train.lr_char_style is set (a single group otherwise, as in earlier checkpoints)."""
+        film = self.G.char_film
+        if film is None or t["lr_char_style"] <= 0:
+            return [{"params": self.g_params}]
+        own = {id(p) for p in film.parameters()}
+        return [{"params": [p for p in self.g_params if id(p) not in own]},
+                {"params": list(film.parameters()), "lr": t["lr_char_style"]}]
+
     def resume(self, path: str | Path, warm: bool = False) -> None:
         """Continue the run of checkpoint `path` exactly. warm: start from its weights under a config
         that adds zero-initialised modules (WARM_START_MODULES, e.g. generator.char_style), which keep
@@ -253,8 +263,14 @@ class GanTrainer:
             elif not warm:
                 model.load_state_dict(ckpt["models"][name])
         for name, opt in (("generator", self.opt_g), ("discriminator", self.opt_d), ("recognizer", self.opt_r)):
-            if name not in fresh:
+            if name in fresh:
+                continue
+            try:
                 opt.load_state_dict(ckpt["optimizers"][name])
+            except ValueError:  # other parameter groups (train.lr_char_style)
+                if not warm:
+                    raise CheckpointError(f"{path}: the {name} optimizer's parameter groups differ from this "
+                                          "config's (train.lr_char_style?); start from it with --init-from") from None
         if self.W is not None and "writer_classifier" in ckpt["models"]:
             if ckpt["extra"].get("writer_ids") != self.writer_ids:
                 raise CheckpointError(f"{path}: its writer classifier was trained on other writers than those of "
