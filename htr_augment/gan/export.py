@@ -26,11 +26,12 @@ def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | No
                      writer_widths: list[float] | str | Path | None = None,
                      style_temperature: float | None = None, live: bool = False,
                      line_style_temperature: float | None = None) -> Path:
-    """The small weights file (the EMA generator and style encoder; `live`: the live ones, for
-    judging them beside the EMA, which once hid a collapse), with `style_temperature` (if given) as the generator's default
-    (WordGenerator.style_temperature, chosen on validation writers). `writer_widths`
-    (data.writer_px_per_char of the training words, or an LMDB of them to measure at the
-    checkpoint's height) fills in what checkpoints of older trainers lack, for per-style widths."""
+    """The small weights file: the EMA generator and style encoder (`live`: the live ones, to judge
+    them beside the EMA, which once hid a collapse), with `style_temperature` (if given) as the
+    generator's default (WordGenerator.style_temperature, chosen on validation writers) and
+    `line_style_temperature` as that of whole lines. `writer_widths` (data.writer_px_per_char of
+    the training words, or an LMDB of them to measure at the checkpoint's height) fills in what
+    checkpoints of older trainers lack, for per-style widths."""
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint, map_location="cpu", kind="gan")
     if isinstance(writer_widths, (str, Path)):
