@@ -356,10 +356,11 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
     gen = word_generator.WordGenerator.load(path)  # CheckpointError naming the file if it is not a GAN checkpoint
     reader = {}
     if legible_by:
-        from recognizer.pretrained import resolve
-        weights = resolve(legible_by)  # PretrainedError (a CheckpointError) for an unknown name
-        if not weights.is_file():
-            raise BenchmarkError(f"--legible-by {legible_by}: no recognizer checkpoint there")
+        from htr_augment.gan.quality import Reader
+        try:  # the dataset's own check: an unknown name or a missing file, before any training
+            weights = Reader(legible_by).path
+        except FileNotFoundError as e:
+            raise BenchmarkError(f"--legible-by {legible_by}: {e}") from None
         reader = {"reader": legible_by, "reader_sha256": file_sha256(weights), "tries": int(tries)}
     return Source("gan", generator=path.resolve(), sha256=file_sha256(path), lexicon=lexicon,
                   alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "", level=level,

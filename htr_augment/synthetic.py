@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from .data.dataset import LmdbWordDataset, WordSample
 from .images import resize_to_height, to_tensor, to_uint8
 from .lexicon import NgramSampler, load_lexicon, restrict
-from .metrics import edit_counts
+from .metrics import cer
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class SyntheticWordDataset(Dataset):
 
     def _legible(self, idx: range, draw: int, texts: list[str], images: list[torch.Tensor]) -> list[torch.Tensor]:
         """`images`, each word the reader does not read as its text written again in other styles."""
-        best = [edit_counts([t], [h]).cer for t, h in zip(texts, self.reader(images))]
+        best = [cer([t], [h]) for t, h in zip(texts, self.reader(images))]
         images = list(images)
         for attempt in range(1, self.tries):
             todo = [k for k, c in enumerate(best) if c > self.max_cer]
@@ -230,7 +230,7 @@ class SyntheticWordDataset(Dataset):
                 break
             _, again = self._write([self._draw(idx[k], draw, attempt) for k in todo])
             for k, img, hyp in zip(todo, again, self.reader(again)):
-                c = edit_counts([texts[k]], [hyp]).cer
+                c = cer([texts[k]], [hyp])
                 if c < best[k]:
                     best[k], images[k] = c, img
         return images

@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     try:
+        # Checked before the datasets are read and the networks built.
+        if args.resume and args.init_from:
+            raise ValueError("--resume continues OUT/last.pt; --init-from starts a new run from another "
+                             "checkpoint: give one")
+        if args.init_from and (out / "last.pt").is_file():
+            raise CheckpointError(f"--init-from: {out / 'last.pt'} exists; continue that run with --resume, "
+                                  "or choose another --out")
         config = load_gan_config(args.config)
         d = config["data"]
         dist = init_distributed(args.device)
@@ -59,13 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                                   max_length=d["max_length"], alphabet=dataset.alphabet)
         trainer = GanTrainer(config, recognizer_config_for(config), dataset, dataset.alphabet, out, dist,
                              progress=not args.no_progress, val_dataset=val)
-        if args.resume and args.init_from:
-            raise ValueError("--resume continues OUT/last.pt; --init-from starts a new run from another "
-                             "checkpoint: give one")
         if args.init_from:
-            if (out / "last.pt").is_file():
-                raise CheckpointError(f"--init-from: {out / 'last.pt'} exists; continue that run with --resume, "
-                                      "or choose another --out")
             trainer.resume(args.init_from, warm=True)
         elif args.resume:
             if not (out / "last.pt").is_file():

@@ -258,10 +258,10 @@ class GanTrainer:
         for name, model in pairs:
             if name not in ckpt["models"]:
                 raise CheckpointError(f"{path}: no {name} weights (a checkpoint of another GAN config?)")
-            if warm and load_new_modules(model, ckpt["models"][name], name, path):
-                fresh.add(name)
-            elif not warm:
+            if not warm:
                 model.load_state_dict(ckpt["models"][name])
+            elif load_new_modules(model, ckpt["models"][name], name, path):
+                fresh.add(name)
         for name, opt in (("generator", self.opt_g), ("discriminator", self.opt_d), ("recognizer", self.opt_r)):
             if name in fresh:
                 continue
