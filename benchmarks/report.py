@@ -81,8 +81,11 @@ def _sources_text(syn: dict) -> list[str]:
             t = src.get("style_temperature", 1.0)
             legible = (f", words misread by `{src['legible_by']}` written again in up to {src['legible_tries']} "
                        "styles" if src.get("legible_by") else "")
+            mix = src.get("style_mix", 1.0)
+            styled = (f", {'' if mix == 1 else f'{mix:.0%} of the words '}in the styles of {src['styles']}"
+                      if src.get("styles") else "")
             out.append(f"GAN `{src['generator']}` (SHA-256 `{src['generator_sha256']}`"
-                       + (f", style temperature {t:g}" if t != 1.0 else "") + legible + ")")
+                       + (f", style temperature {t:g}" if t != 1.0 else "") + legible + styled + ")")
         else:
             out.append(f"handwriting fonts ({', '.join(src['fonts'])})")
     return out

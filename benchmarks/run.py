@@ -131,6 +131,8 @@ DEFAULTS: dict[str, Any] = {
     "style_temperature": None,  # gan arms: prior styles at this multiple of the prior's spread (None: the generator's)
     "legible_by": "",           # gan arms: a recognizer that must read each GAN word as its text ("": no filter)
     "legible_tries": 4,         # ... styles tried per word before keeping the one it reads best
+    "gan_styles": "",           # gan arms: styles of real words ("train": the regime's own; an LMDB path; "": the prior)
+    "gan_style_mix": None,      # ... the share of GAN words written in them (None: all of them)
     "evaluate": "best",         # checkpoint tested: best (lowest validation CER) or last
     "split": "test",            # writers tested on: test (the report), or val (choosing settings; see --split)
     "eval_batch_size": 32,
@@ -189,6 +191,14 @@ def check_settings(s: dict, config: dict) -> None:
         raise BenchmarkError(f"evaluate must be 'best' or 'last', got {s['evaluate']!r}")
     if s["legible_by"] and s["level"] != "words":
         raise BenchmarkError("--legible-by filters GAN words; it is not available at --level lines")
+    if s["gan_styles"] and s["level"] != "words":
+        raise BenchmarkError("--gan-styles styles GAN words; it is not available at --level lines")
+    if s["gan_style_mix"] is not None:
+        if not s["gan_styles"]:
+            raise BenchmarkError("--gan-style-mix needs --gan-styles (the real words whose styles are mixed in)")
+        if not 0 < float(s["gan_style_mix"]) <= 1:
+            raise BenchmarkError(f"--gan-style-mix is the share of GAN words in real words' styles, in (0, 1]; "
+                                 f"got {s['gan_style_mix']}")
     for key in ("steps", "seeds", "writers", "eval_batch_size", "bootstrap", "synthetic_pool", "legible_tries"):
         if int(s[key]) < 1:
             raise BenchmarkError(f"--{key.replace('_', '-')} must be at least 1, got {s[key]}")
@@ -271,6 +281,9 @@ class Source:
     reader: str | None = None  # gan: the recognizer that must read each word (--legible-by) ...
     reader_sha256: str | None = None
     tries: int = 1  # ... and the styles tried per word
+    styles: str = ""  # gan: "train" (the regime's training words), an LMDB of real words, or "" (the z prior) ...
+    styles_sha256: str | None = None  # ... an LMDB's labels and writers (for "train": per regime, in pool_key)
+    style_mix: float = 1.0  # ... and the share of words written in their styles
 
     @property
     def lines(self) -> bool:
@@ -283,6 +296,8 @@ class Source:
             tag += f"-T{self.style_temperature:g}"
         if self.reader:
             tag += f"-legible{self.tries}-{self.reader_sha256[:8]}"
+        if self.styles:
+            tag += f"-styles-{'train' if self.styles == 'train' else self.styles_sha256[:8]}-m{self.style_mix:g}"
         if self.kind == "fonts" and self.font_subset:  # its own run folder; font file names make poor ones
             tag += f"-{sha256_text(','.join(self.fonts))[:8]}"
         return f"{tag}-lines" if self.lines else tag
@@ -300,10 +315,14 @@ class Source:
                 "lexicon": self.texts_of,
                 **({"style_temperature": self.style_temperature} if self.kind == "gan" else {}),
                 **({"legible_by": self.reader, "legible_by_sha256": self.reader_sha256, "legible_tries": self.tries}
-                   if self.reader else {})}
+                   if self.reader else {}),
+                **({"styles": STYLES_TRAIN if self.styles == "train" else self.styles, "style_mix": self.style_mix}
+                   if self.styles else {})}
 
-    def dataset(self, words: list[str], length: int, seed: int, height: int, device: str) -> Dataset:
-        """`length` items drawn from `words` (at the line level: lines of text) by (seed, index)."""
+    def dataset(self, words: list[str], length: int, seed: int, height: int, device: str,
+                styles: LmdbWordDataset | None = None) -> Dataset:
+        """`length` items drawn from `words` (at the line level: lines of text) by (seed, index);
+        gan words with `styles`: in the styles of those real words (Source.styles says which)."""
         if self.lines:
             return line_dataset(self.kind, self.generator, words, length, seed, height, device,
                                 self.style_temperature, self.font_paths())
@@ -312,7 +331,8 @@ class Source:
             # A path, not the loaded generator: DataLoader workers reload it instead of unpickling weights.
             return SyntheticWordDataset(str(self.generator), words, length=length, seed=seed, height=height,
                                         device=device, style_temperature=self.style_temperature,
-                                        legible_by=self.reader, tries=self.tries)
+                                        legible_by=self.reader, tries=self.tries, styles=styles,
+                                        style_mix=self.style_mix if styles is not None else None)
         from htr_augment.fonts import FontWordDataset
         return FontWordDataset(words, length=length, seed=seed, height=height, fonts=self.font_paths())
 
@@ -327,9 +347,9 @@ class Source:
 def make_source(kind: str, generator: str | None, lexicon: str | None,
                 alternatives: str = ", or leave the gan arms out (--arms baseline,fonts)", level: str = "words",
                 style_temperature: float | None = None, fonts: list[str] | None = None,
-                legible_by: str = "", tries: int = 4) -> Source:
+                legible_by: str = "", tries: int = 4, styles: str = "", style_mix: float | None = None) -> Source:
     """A synthetic source, checked before any training starts (weights exist and load, fonts are
-    installed, the --legible-by recognizer exists)."""
+    installed, the --legible-by recognizer exists, --gan-styles can be used)."""
     chosen_fonts = [f for f in (fonts or []) if f]
     if kind == "fonts":
         from htr_augment.fonts import find_fonts
@@ -362,10 +382,39 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
         except FileNotFoundError as e:
             raise BenchmarkError(f"--legible-by {legible_by}: {e}") from None
         reader = {"reader": legible_by, "reader_sha256": file_sha256(weights), "tries": int(tries)}
+    styled = {}
+    if styles:
+        if not gen.has_style_encoder:
+            raise BenchmarkError(f"--gan-styles: {path} has no style encoder (trained before styles from images "
+                                 "existed); pass a generator trained with one, or leave --gan-styles out")
+        styled = {"styles": styles, "style_mix": 1.0 if style_mix is None else float(style_mix)}
+        if styles != "train":
+            styled.update(styles=str(Path(styles).resolve()), styles_sha256=styles_identity(styles_dataset(styles)))
     return Source("gan", generator=path.resolve(), sha256=file_sha256(path), lexicon=lexicon,
                   alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "", level=level,
                   style_temperature=gen.resolve_style_temperature(style_temperature, lines=level == "lines"),
-                  **reader)
+                  **reader, **styled)
+
+
+STYLES_TRAIN = "the regime's training words"
+
+
+def styles_dataset(path: str, height: int | None = None) -> LmdbWordDataset:
+    """The real words of --gan-styles PATH (a clear error if it is no usable word LMDB)."""
+    if not Path(path, "data.mdb").is_file():
+        raise BenchmarkError(f"--gan-styles {path}: no LMDB there (give 'train' or a word LMDB's folder)")
+    try:
+        ds = LmdbWordDataset(path, height=height)
+    except (ValueError, OSError) as e:
+        raise BenchmarkError(f"--gan-styles {path}: {e}") from None
+    if len(ds) == 0:
+        raise BenchmarkError(f"--gan-styles {path}: no usable word image")
+    return ds
+
+
+def styles_identity(ds: LmdbWordDataset) -> str:
+    """What the styles' words are, by content (labels and writers in order), not by path."""
+    return sha256_text("\n".join(f"{w}\t{t}" for w, t in zip(ds.writers, ds.texts)))
 
 
 def synthetic_texts(source: Source, real: LmdbWordDataset, alphabet: Alphabet) -> list[str]:
@@ -424,7 +473,8 @@ def make_arms(settings: dict, generator: str | None, lexicon: str | None) -> tup
     sources = {k: make_source(k, generator, lexicon, level=settings["level"],
                               style_temperature=settings["style_temperature"],
                               fonts=font_names(settings["fonts"]), legible_by=settings["legible_by"],
-                              tries=int(settings["legible_tries"])) for k in kinds}
+                              tries=int(settings["legible_tries"]), styles=settings["gan_styles"],
+                              style_mix=settings["gan_style_mix"]) for k in kinds}
     ratio, pool = float(settings["synthetic_ratio"]), int(settings["synthetic_pool"])
     arms = [Arm(a, tuple(sources[k] for k in ARM_SOURCES[a]), ratio if ARM_SOURCES[a] else 0.0, pool,
                 int(settings["synthetic_seed"])) for a in settings["arms"]]
@@ -452,29 +502,34 @@ def _relative(path: Path, root: Path) -> str:
         return str(path)
 
 
-def pool_key(source: Source, words: list[str], settings: dict, height: int) -> dict:
+def pool_key(source: Source, words: list[str], settings: dict, height: int,
+             styles: LmdbWordDataset | None = None) -> dict:
     """What the cached words depend on: the generator by content, not by path; lines also on
-    the level and the layout statistics (and a corpus of lines, not a lexicon)."""
+    the level and the layout statistics (and a corpus of lines, not a lexicon); styled words on
+    their style words (`styles`) by content."""
     texts = {"level": "lines", "corpus_sha256": sha256_text("\n".join(words)),
              "line_stats_sha256": line_stats_sha256()} if source.lines \
         else {"lexicon_sha256": sha256_text("\n".join(words))}
     # The style temperature only when it is not 1: caches made before it existed stay valid.
     temperature = {"style_temperature": source.style_temperature} if source.style_temperature != 1.0 else {}
     legible = {"legible_by_sha256": source.reader_sha256, "legible_tries": source.tries} if source.reader else {}
+    styled = {"styles_sha256": styles_identity(styles), "style_mix": source.style_mix} if styles is not None else {}
     return {"source": source.kind, "generator_sha256": source.sha256, "fonts": source.fonts, **texts,
             "count": int(settings["synthetic_pool"]), "seed": int(settings["synthetic_seed"]), "height": height,
-            **temperature, **legible}
+            **temperature, **legible, **styled}
 
 
 def cache_source_words(source: Source, words: list[str], settings: dict, height: int, cache_dir: Path,
-                       device: torch.device, num_workers: int, progress: bool = True) -> WordCache:
-    """`settings["synthetic_pool"]` words of `source` from `words`, cached once under `cache_dir`
-    (named by pool_key), reused by every seed, arm, rerun and benchmarks.synthetic_speed."""
-    key = pool_key(source, words, settings, height)
+                       device: torch.device, num_workers: int, progress: bool = True,
+                       styles: LmdbWordDataset | None = None) -> WordCache:
+    """`settings["synthetic_pool"]` words of `source` from `words` (gan words in the styles of
+    `styles`' real words, if given), cached once under `cache_dir` (named by pool_key), reused by
+    every seed, arm, rerun and benchmarks.synthetic_speed."""
+    key = pool_key(source, words, settings, height, styles)
     # A GAN on a GPU generates fastest in this process; on a CPU, in the training's DataLoader workers.
     on_gpu = source.kind == "gan" and device.type == "cuda"
     gen_device = str(device) if on_gpu else "cpu"
-    return cached_words(lambda: source.dataset(words, key["count"], key["seed"], height, gen_device), key,
+    return cached_words(lambda: source.dataset(words, key["count"], key["seed"], height, gen_device, styles), key,
                         cache_dir, prefix=f"{source.kind}-lines" if source.lines else source.kind,
                         num_workers=0 if on_gpu else num_workers, progress=progress, unit=source.level,
                         description=f"benchmarks.run synthetic {source.level}: {source.describe()}",
@@ -485,8 +540,11 @@ def build_pool(ctx: Context, regime: Regime, source: Source) -> Pool:
     """The regime's cached words of `source`: built once under OUT/cache, reused by every seed, arm and rerun."""
     height = ctx.config["data"]["height"]
     words = synthetic_texts(source, regime.real, ctx.alphabet)
+    styles = None
+    if source.styles:  # the regime's own training words (e.g. the low-resource writers'), or an LMDB's
+        styles = regime.real if source.styles == "train" else styles_dataset(source.styles, height)
     cache = cache_source_words(source, words, ctx.settings, height, ctx.out / "cache", ctx.device,
-                               ctx.config["train"]["num_workers"], ctx.progress)
+                               ctx.config["train"]["num_workers"], ctx.progress, styles)
     return Pool(source, cache, len(words), LmdbWordDataset(cache.path, height=height, alphabet=ctx.alphabet))
 
 
@@ -851,6 +909,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "--legible-tries styles, keeping the one read best (default: no filter)")
     p.add_argument("--legible-tries", type=int, metavar="N", help="with --legible-by: styles tried per word "
                    "(default 4)")
+    p.add_argument("--gan-styles", metavar="train|LMDB", help="gan arms: write the GAN words in the styles of real "
+                   "words (the generator's style encoder): 'train' = the regime's own training words (in the "
+                   "low-resource regime, its writers' hands), or a word LMDB's folder (default: styles drawn from "
+                   "the generator's prior)")
+    p.add_argument("--gan-style-mix", type=float, metavar="P", help="with --gan-styles: the share of GAN words "
+                   "written in real words' styles, in (0, 1]; the others take prior styles (default 1)")
     p.add_argument("--split", choices=SPLITS, help="writers every arm is tested on: test (default; the report) or "
                    "val, to choose a generator or a setting without touching the test writers (the validation "
                    "writers are then not used to pick a checkpoint: each run's last one is tested)")
@@ -890,7 +954,8 @@ def _settings_from_args(args: argparse.Namespace) -> tuple[dict, dict]:
     overrides = {"arms": _arms_from_args(args)}
     overrides.update({key: getattr(args, key) for key in ("level", "reference", "synthetic_ratio", "synthetic_pool",
                                                           "style_temperature", "fonts", "split", "seeds", "steps",
-                                                          "legible_by", "legible_tries",
+                                                          "legible_by", "legible_tries", "gan_styles",
+                                                          "gan_style_mix",
                                                           "regime", "writers", "writer_seed", "device", "bootstrap")})
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.num_workers is not None:

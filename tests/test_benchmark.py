@@ -436,6 +436,44 @@ def test_legible_by_reaches_the_gan_words_their_cache_key_and_run_folder(generat
     assert "--legible-tries" in capsys.readouterr().err
 
 
+def test_gan_styles_write_the_gan_words_in_the_regime_writers_styles(data, tmp_path, capsys):
+    styled_gen = tiny_generator_checkpoint(tmp_path / "gs.pt", style_encoder=True)
+    out = tmp_path / "out"
+    with pytest.MonkeyPatch.context() as mp:
+        encoded = []
+        encode = word_generator.WordGenerator.encode_styles
+
+        def spy(gen, images, texts):
+            encoded.extend(texts)
+            return encode(gen, images, texts)
+        mp.setattr(word_generator.WordGenerator, "encode_styles", spy)
+        assert main(args(data, out, "--generator", str(styled_gen), "--arms", "baseline,gan", "--regime", "low",
+                         "--gan-styles", "train", "--gan-style-mix", "0.5")) == 0
+    rep = report(out)
+    low = rep["regimes"]["low"]
+    own = LmdbWordDataset(data / "train.lmdb", writers=low["writer_ids"])
+    assert encoded and set(encoded) <= set(own.texts)  # styles of the low-resource writers' words only
+    key = low["pools"]["gan"]["key"]
+    assert key["style_mix"] == 0.5 and key["styles_sha256"] == benchmarks.run.styles_identity(own)
+    assert rep["synthetic"]["sources"]["gan"]["styles"] == benchmarks.run.STYLES_TRAIN
+    assert low["arms"]["gan"]["dir"].endswith("-styles-train-m0.5-r0.5-pool40")
+    assert "in the styles of the regime's training words" in (out / "report.md").read_text(encoding="utf-8")
+    # An LMDB of real words: keyed by its labels and writers, not its path.
+    other = benchmarks.run.make_source("gan", str(styled_gen), None, styles=str(data / "val.lmdb"))
+    assert other.styles_sha256 == benchmarks.run.styles_identity(LmdbWordDataset(data / "val.lmdb"))
+    assert other.tag.endswith(f"-styles-{other.styles_sha256[:8]}-m1")
+    plain = benchmarks.run.make_source("gan", str(styled_gen), None)
+    assert "styles_sha256" not in benchmarks.run.pool_key(plain, ["abc"], {"synthetic_pool": 4, "synthetic_seed": 0}, 32)
+    errors = [(["--generator", str(styled_gen), "--gan-style-mix", "0.5"], "needs --gan-styles"),
+              (["--generator", str(styled_gen), "--gan-styles", "train", "--gan-style-mix", "2"], "--gan-style-mix"),
+              (["--generator", str(styled_gen), "--gan-styles", str(tmp_path)], "no LMDB there"),
+              (["--generator", str(tiny_generator_checkpoint(tmp_path / "g.pt")), "--gan-styles", "train"],
+               "no style encoder")]
+    for extra, message in errors:
+        assert main(args(data, tmp_path / "bad", *extra)) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_split_val_and_style_temperature_errors(data, generator, tmp_path, capsys):
     no_val = tmp_path / "noval"
     no_val.mkdir()
