@@ -97,10 +97,25 @@ def _build_split(tsv: Path, split: str, cache: Path, progress: bool) -> Path | N
 
 
 def lmdb_identity(path: Path | None) -> dict | None:
-    """What a run's results depend on in an LMDB: a rebuilt LMDB has another creation time."""
+    """What a run's results depend on in an LMDB, by content, not by place: its folder name and
+    creation time (a rebuilt LMDB has another), so a moved data or benchmark folder keeps its runs."""
+    if path is None:
+        return None
+    return {"name": path.name, "created": _meta(path).get("created")}
+
+
+def legacy_lmdb_identity(path: Path | None) -> dict | None:
+    """lmdb_identity as it was until 2026-11-26 (the absolute path): to find what was keyed by it."""
     if path is None:
         return None
     return {"path": str(path.resolve()), "created": _meta(path).get("created")}
+
+
+def from_legacy_identity(identity):
+    """A legacy_lmdb_identity as lmdb_identity would write it (anything else unchanged)."""
+    if isinstance(identity, dict) and set(identity) == {"path", "created"}:
+        return {"name": Path(identity["path"]).name, "created": identity["created"]}
+    return identity
 
 
 def select_writers(writers: list[str], k: int, seed: int) -> list[str]:
@@ -151,6 +166,11 @@ def word_splits(splits: Splits, segmenter: str, cache: Path, device: torch.devic
     key = {"segmenter_sha256": file_sha256(weights), "options": opts.fingerprint(),
            "lines": {k: lmdb_identity(p) for k, p in lines.items()}}
     folder = cache / f"words-{sha256_text(json.dumps(key, sort_keys=True))[:16]}"
+    legacy = {**key, "lines": {k: legacy_lmdb_identity(p) for k, p in lines.items()}}
+    legacy_folder = cache / f"words-{sha256_text(json.dumps(legacy, sort_keys=True))[:16]}"
+    if not folder.exists() and (legacy_folder / "segmentation.json").is_file():
+        legacy_folder.rename(folder)  # a cut keyed by the line LMDBs' paths (before 2026-11-26): the same words
+        log.info("words cut before, keyed by path, moved to %s", folder)
     info_path = folder / "segmentation.json"
     if info_path.is_file() and all(_is_lmdb(folder / f"{k}.lmdb") for k in lines):
         info = {**json.loads(info_path.read_text(encoding="utf-8")), "reused": True}

@@ -84,8 +84,9 @@ def _sources_text(syn: dict) -> list[str]:
             mix = src.get("style_mix", 1.0)
             styled = (f", {'' if mix == 1 else f'{mix:.0%} of the words '}in the styles of {src['styles']}"
                       if src.get("styles") else "")
+            prior = not src.get("styles") or mix < 1  # the temperature scales prior styles only
             out.append(f"GAN `{src['generator']}` (SHA-256 `{src['generator_sha256']}`"
-                       + (f", style temperature {t:g}" if t != 1.0 else "") + legible + styled + ")")
+                       + (f", style temperature {t:g}" if t != 1.0 and prior else "") + legible + styled + ")")
         else:
             out.append(f"handwriting fonts ({', '.join(src['fonts'])})")
     return out

@@ -88,7 +88,7 @@ from recognizer.report import write_report
 from recognizer.train import RUNTIME_KEYS, load_datasets, train
 
 from .common import BenchmarkError, sha256_text, write_json
-from .data import Splits, check_unseen, lmdb_identity, resolve_data, select_writers, word_splits
+from .data import Splits, check_unseen, from_legacy_identity, lmdb_identity, resolve_data, select_writers, word_splits
 from .lines import GRID_LINES, corpus_lines, line_dataset, line_stats_sha256
 from .report import write_reports
 from .stats import BOOTSTRAP_METHOD, seed_stats, versus
@@ -587,17 +587,26 @@ def _finished_run(run_dir: Path, fingerprint: dict) -> dict | None:
     done = run_dir / "result.json"
     if done.is_file():
         record = json.loads(done.read_text(encoding="utf-8"))
+        if record["fingerprint"] != fingerprint and _from_legacy(record["fingerprint"]) == fingerprint:
+            record["fingerprint"] = fingerprint  # keyed by the LMDBs' paths before 2026-11-26: the same run
+            write_json(done, record)
+            log.info("%s: fingerprint moved to LMDB identities without paths", run_dir)
         if record["fingerprint"] != fingerprint:
             raise BenchmarkError(f"{run_dir} holds a run with other settings (data, config or synthetic source); "
                                  "remove it or choose another --out")
         log.info("%s: finished before, skipped", run_dir)
         return {**record, "dir": str(run_dir), "skipped": True}
     started = run_dir / "run.json"
-    if started.is_file() and json.loads(started.read_text(encoding="utf-8")) != fingerprint:
+    if started.is_file() and _from_legacy(json.loads(started.read_text(encoding="utf-8"))) != fingerprint:
         raise BenchmarkError(f"{run_dir} holds an unfinished run with other settings; "
                              "remove it or choose another --out")
     write_json(started, fingerprint)
     return None
+
+
+def _from_legacy(fingerprint: dict) -> dict:
+    """A run fingerprint with its LMDBs identified as lmdb_identity does now."""
+    return {k: from_legacy_identity(v) if k.endswith("_data") else v for k, v in fingerprint.items()}
 
 
 def run_path(ctx: Context, regime: Regime, arm: Arm, seed: int) -> Path:

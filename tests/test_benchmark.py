@@ -193,6 +193,34 @@ def test_rerun_skips_finished_runs_and_reuses_the_cache(gan_run, data, generator
     assert all(p["reused"] for reg in rep["regimes"].values() for p in reg["pools"].values())
 
 
+def test_a_moved_benchmark_keeps_its_runs_and_path_keyed_runs_migrate(data, tmp_path, capsys):
+    import shutil
+    first_data, first_out = tmp_path / "data", tmp_path / "out"
+    shutil.copytree(data, first_data)
+    assert main(args(first_data, first_out, "--arms", "baseline", "--regime", "low")) == 0
+    moved_data, out = tmp_path / "elsewhere" / "data", tmp_path / "elsewhere" / "out"
+    shutil.move(first_data, moved_data)
+    shutil.move(first_out, out)
+    result = next(out.glob("runs/*/baseline/seed1/result.json"))
+    checkpoint = result.parent / "last.pt"
+    mtime = checkpoint.stat().st_mtime_ns
+    record = json.loads(result.read_text(encoding="utf-8"))
+    new = dict(record["fingerprint"])
+    # As a run finished before the LMDBs were keyed by content recorded them: by absolute path.
+    record["fingerprint"].update({k: {"path": str(first_data / v["name"]), "created": v["created"]}
+                                  for k, v in new.items() if k.endswith("_data")})
+    result.write_text(json.dumps(record), encoding="utf-8")
+    assert main(args(moved_data, out, "--arms", "baseline", "--regime", "low")) == 0
+    assert all(r["skipped"] for r in report(out)["regimes"]["low"]["arms"]["baseline"]["runs"])
+    assert checkpoint.stat().st_mtime_ns == mtime
+    assert json.loads(result.read_text(encoding="utf-8"))["fingerprint"] == new  # migrated
+    record = json.loads(result.read_text(encoding="utf-8"))
+    record["fingerprint"]["train_data"]["created"] = "another build"
+    result.write_text(json.dumps(record), encoding="utf-8")
+    assert main(args(moved_data, out, "--arms", "baseline", "--regime", "low")) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
 def test_synthetic_source_is_an_alias_of_two_arms(gan_run, data, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--help"])

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import recognizer.segment
+from benchmarks.common import sha256_text
 from benchmarks.run import REPO, main, parse_args
 from htr_augment.alphabet import Alphabet
 from htr_augment.data import LmdbWordDataset
@@ -111,8 +112,15 @@ def test_a_rerun_reuses_the_cut_words_and_the_runs(study, monkeypatch):
     def refuse(*a, **kw):
         raise AssertionError("segmented again")
     monkeypatch.setattr(recognizer.segment, "segment_lines", refuse)
+    # As a cut made before the line LMDBs were keyed by content was named: by their absolute paths.
+    key = before["segmentation"]["key"]
+    legacy = {**key, "lines": {k: {"path": str((out / "data" / f"{k}.lmdb").resolve()), "created": v["created"]}
+                               for k, v in key["lines"].items()}}
+    (folder,) = {p.parent.parent for p in mdb}
+    folder.rename(folder.with_name(f"words-{sha256_text(json.dumps(legacy, sort_keys=True))[:16]}"))
     assert main(cmd) == 0
     rep = report(out)
+    assert folder.is_dir()  # found under its old name and moved back
     assert rep["segmentation"]["reused"] and [p.stat().st_mtime_ns for p in mdb] == mtimes
     assert rep["data"] == before["data"] and rep["reference"] == before["reference"]
     assert all(r["skipped"] for a in rep["regimes"]["low"]["arms"].values() for r in a["runs"])
