@@ -169,8 +169,9 @@ def word_splits(splits: Splits, segmenter: str, cache: Path, device: torch.devic
     legacy = {**key, "lines": {k: legacy_lmdb_identity(p) for k, p in lines.items()}}
     legacy_folder = cache / f"words-{sha256_text(json.dumps(legacy, sort_keys=True))[:16]}"
     if not folder.exists() and (legacy_folder / "segmentation.json").is_file():
-        legacy_folder.rename(folder)  # a cut keyed by the line LMDBs' paths (before 2026-11-26): the same words
-        log.info("words cut before, keyed by path, moved to %s", folder)
+        # A cut keyed by the line LMDBs' paths (before 2026-11-26): the same words. Used where it is,
+        # so commands that name its folder (--data OUT/data/words-HASH) keep working.
+        folder = legacy_folder
     info_path = folder / "segmentation.json"
     if info_path.is_file() and all(_is_lmdb(folder / f"{k}.lmdb") for k in lines):
         info = {**json.loads(info_path.read_text(encoding="utf-8")), "reused": True}
