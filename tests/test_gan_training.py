@@ -491,3 +491,44 @@ def test_text_sampler_can_favour_capitalized_words_and_keeps_its_default_stream(
     assert TextSampler(["a", "b"], seed=3, caps_share=0.5).draw(1, 5) == TextSampler(["a", "b"], seed=3).draw(1, 5)
     with pytest.raises(ValueError, match="text_caps_share"):
         TextSampler(lexicon, seed=3, caps_share=1.5)
+
+
+def test_contextual_loss_asks_for_the_style_word_s_features_anywhere_and_ignores_padding():
+    from htr_augment.gan.contextual import contextual_loss
+    torch.manual_seed(0)
+    style = torch.randn(3, 8, 2, 10)
+    valid = torch.ones(3, 10, dtype=torch.bool)
+    assert float(contextual_loss(style, valid, style, valid)) < 1e-3
+    shuffled = style[..., torch.randperm(10)]  # the same local features in other places
+    assert float(contextual_loss(shuffled, valid, style, valid)) < 1e-3
+    other = torch.randn(3, 8, 2, 10, requires_grad=True)
+    loss = contextual_loss(other, valid, style, valid)
+    assert float(loss.detach()) > 0.3
+    loss.backward()
+    assert other.grad.abs().sum() > 0
+    # Columns past a word's width count on neither side.
+    junk = torch.randn(3, 8, 2, 4) * 5
+    pad = torch.cat([torch.ones(3, 10, dtype=torch.bool), torch.zeros(3, 4, dtype=torch.bool)], 1)
+    for gen, gen_valid, st, st_valid in ((torch.cat([other, junk], -1), pad, style, valid),
+                                         (other, valid, torch.cat([style, junk], -1), pad)):
+        assert torch.allclose(contextual_loss(gen, gen_valid, st, st_valid), loss)
+
+
+def test_contextual_loss_trains_g_toward_the_style_word_and_not_w(two_writers_lmdb, tmp_path):
+    torch.manual_seed(0)
+    tr = make_trainer(two_writers_lmdb, tmp_path, g_every=1, w_adv=0.0, alpha=0.0, w_rec=0.0, w_info=0.0,
+                      w_wid=1e-9, w_cx=1.0, lr_w=1e-3, lr_g=1e-3)
+    loader = torch.utils.data.DataLoader(tr.dataset, batch_size=16, shuffle=True, collate_fn=tr.collate,
+                                         generator=torch.Generator().manual_seed(0))
+    for _ in range(20):  # W learns features of real words first
+        real = next(iter(loader))
+        tr.w_step(real["images"] * 2 - 1, real["widths"], real)
+    x = real["images"] * 2 - 1
+    tr.W.zero_grad(set_to_none=True)
+    w_before = [q.detach().clone() for q in tr.W.parameters()]
+    cx = [float(tr.g_step(x, real["widths"], real, [])[0]["loss/g_cx"].detach()) for _ in range(25)]
+    assert all(q.grad is None for q in tr.W.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(w_before, tr.W.parameters()))
+    assert sum(cx[-5:]) / 5 < 0.9 * sum(cx[:5]) / 5, cx  # G's new text in E(x) takes on x's local features
+    with pytest.raises(ValueError, match="w_cx needs the writer classifier"):
+        make_trainer(two_writers_lmdb, tmp_path / "no_w", w_cx=1.0)

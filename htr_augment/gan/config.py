@@ -73,6 +73,11 @@ DEFAULTS: dict = {
         # from which G's term counts (W trains from its creation on, so that a run resumed
         # from weights without W first gets a W worth listening to).
         "w_wid": 0.0, "wid_start": 0, "lr_w": 2e-4,
+        # w_cx: contextual loss (contextual.py, HiGAN+): every local feature of x, in W's feature
+        # map after cx_stage down-sampling stages, must have a close match somewhere in G's new
+        # text in E(x): x's letter shapes without alignment. Needs W (w_wid > 0); counts from
+        # wid_start, as the writer-identity term does. 0: off.
+        "w_cx": 0.0, "cx_stage": 2, "cx_bandwidth": 0.5,
         # Share of G's random texts drawn from the lexicon's capitalized words (0: as they come).
         "text_caps_share": 0.0,
         "balance_decay": 0.99,

@@ -237,15 +237,25 @@ class WordTrunk(nn.Module):
         self.out = nn.Linear(chans[-1], outputs)
 
     def features(self, images: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+        h, valid = self.feature_map(images, widths)
+        h = h.mean(dim=2)  # (B, C, W')
+        return (h * valid[:, None, :]).sum(2) / valid.sum(1, keepdim=True).to(h.dtype)
+
+    def feature_map(self, images: torch.Tensor, widths: torch.Tensor,
+                    stages: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The map after `stages` of the down-sampling stages (default: all), (B, C, H', W'), and
+        its valid columns (B, W') as a bool mask."""
+        stages = len(self.net) // 5 if stages is None else stages
+        if not 1 <= stages <= len(self.net) // 5:
+            raise ValueError(f"feature stage {stages}: this trunk has {len(self.net) // 5}")
         # Background (-1) beyond the widest word too, wider than half the receptive field (~76 px):
         # otherwise the convolutions' zero padding (mid-grey) reached only the widest word of a
         # batch, and a word's features depended on its batch mates.
         pad = -images.shape[-1] % self.stride + 3 * self.stride
-        x = F.pad(images, (0, pad), value=-1.0)
-        h = self.net(x).mean(dim=2)  # (B, C, W')
-        cols = ((widths + self.stride - 1) // self.stride).clamp(min=1)
-        valid = column_keep(h.shape[-1], cols).to(h.dtype)
-        return (h * valid[:, None, :]).sum(2) / cols[:, None].to(h.dtype)
+        h = self.net[:5 * stages](F.pad(images, (0, pad), value=-1.0))
+        stride = 2 ** stages
+        cols = ((widths + stride - 1) // stride).clamp(min=1)
+        return h, column_keep(h.shape[-1], cols)
 
 
 class StyleEncoder(WordTrunk):

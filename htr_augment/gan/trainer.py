@@ -41,6 +41,7 @@ from ..training import (CheckpointError, DistInfo, MetricsLogger, all_gather_obj
 from ..training.ema import EMA
 from ..training.lookahead import Lookahead
 from .balance import GradientBalancer
+from .contextual import contextual_loss
 from .data import CanonicalCollate, TextSampler, encode_texts, px_per_char
 from .diffaugment import diff_augment
 from .health import discriminator_health, generator_health, recognizer_cer
@@ -144,7 +145,8 @@ class GanTrainer:
             self.opt_g = Lookahead(self.opt_g, t["lookahead_k"], t["lookahead_alpha"])
             self.opt_d = Lookahead(self.opt_d, t["lookahead_k"], t["lookahead_alpha"])
         self.balancer = GradientBalancer({"adv": t["w_adv"], "ctc": t["alpha"], "rec": t["w_rec"],
-                                          "info": t["w_info"], "div": t["w_div"], "wid": t["w_wid"]},
+                                          "info": t["w_info"], "div": t["w_div"], "wid": t["w_wid"],
+                                          "cx": t["w_cx"]},
                                          t["balance_decay"])
         if dist.distributed:
             ids = [dev.index] if dev.type == "cuda" else None
@@ -168,6 +170,9 @@ class GanTrainer:
     def _writer_ids(config: dict, dataset) -> list[str]:
         """The training writers W tells apart (sorted ids), or [] without the writer-identity loss."""
         if config["train"]["w_wid"] <= 0:
+            if config["train"]["w_cx"] > 0:
+                raise ValueError("train.w_cx needs the writer classifier W (train.w_wid > 0): the contextual "
+                                 "loss compares words in W's feature space")
             return []
         if config["style"]["enabled"] is False:
             raise ValueError("train.w_wid needs the style encoder (style.enabled): G writes in E(x)'s style")
@@ -394,6 +399,13 @@ class GanTrainer:
             # the balancer differentiates with respect to the image only).
             losses["loss/g_wid"], losses["acc/g_wid"] = writer_loss(self.W(fake[B:2 * B], widths[B:2 * B]),
                                                                     self.writer_targets(real))
+            if t["w_cx"] > 0:  # x's local shapes, anywhere in the new text written in E(x)
+                stage = t["cx_stage"]
+                with torch.no_grad():
+                    style_map, style_valid = self.W.feature_map(real_x, real_w, stage)
+                fake_map, fake_valid = self.W.feature_map(fake[B:2 * B], widths[B:2 * B], stage)
+                losses["loss/g_cx"] = contextual_loss(fake_map, fake_valid, style_map, style_valid,
+                                                      t["cx_bandwidth"])
         check_finite(losses, self.step + 1)  # before G's update: a NaN never reaches its weights
         self.opt_g.zero_grad(set_to_none=True)
         if self.E is not None:
