@@ -20,6 +20,26 @@ def seed_stats(records: list[dict], metric: str) -> dict:
             "per_seed": {str(r["seed"]): r[metric] for r in records}}
 
 
+# Student t, 97.5% quantile, by degrees of freedom 1-30 (beyond: 1.96): two-sided 95% intervals.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def seed_interval(differences: list[float]) -> list[float] | None:
+    """Student-t 95% interval of the mean of per-seed paired differences (None below two seeds).
+
+    The bootstrap interval resamples test samples only: it says how sure the difference is for
+    these trained models, not for another training of them. Training seeds move an arm's CER by
+    about a point on the CPU word study (validation writers, 6 seeds: std 1.0-1.6 pts), so a
+    claim about the method needs this interval too; with 3 seeds it is wide (t = 4.30)."""
+    n = len(differences)
+    if n < 2:
+        return None
+    mean, sd = statistics.fmean(differences), statistics.stdev(differences)
+    half = (T975[n - 2] if n - 1 <= len(T975) else 1.96) * sd / n ** 0.5
+    return [mean - half, mean + half]
+
+
 def compare(baseline: list[dict], synthetic: list[dict], resamples: int, seed: int = 0) -> dict:
     """`synthetic` minus `baseline` (any two arms: the second minus the first), seed by seed on the
     same test samples, averaged over seeds.
@@ -40,8 +60,10 @@ def compare(baseline: list[dict], synthetic: list[dict], resamples: int, seed: i
         base = statistics.fmean(b[metric] for b, _ in pairs)
         diff = statistics.fmean(s[metric] - b[metric] for b, s in pairs)
         lo, hi = bootstrap_ci(d, n, resamples, seed)
+        per_seed = [s[metric] - b[metric] for b, s in pairs]
         out[metric] = {"baseline": base, "synthetic": statistics.fmean(s[metric] for _, s in pairs),
-                       "difference": diff, "relative_change": diff / base if base else None, "ci95": [lo, hi]}
+                       "difference": diff, "relative_change": diff / base if base else None, "ci95": [lo, hi],
+                       "per_seed_difference": per_seed, "seed_ci95": seed_interval(per_seed)}
     out["bootstrap"] = {"method": BOOTSTRAP_METHOD, "level": 0.95, "resamples": resamples, "seed": seed,
                         "seeds_paired": len(pairs)}
     return out
@@ -54,4 +76,5 @@ def versus(reference: str, ref_records: list[dict], records: list[dict], resampl
             "cer_relative_change": c["cer"]["relative_change"], "cer_reference": c["cer"]["baseline"],
             "wer_diff_mean": c["wer"]["difference"], "wer_ci95": c["wer"]["ci95"],
             "wer_relative_change": c["wer"]["relative_change"], "wer_reference": c["wer"]["baseline"],
-            "seeds_paired": c["bootstrap"]["seeds_paired"]}
+            "seeds_paired": c["bootstrap"]["seeds_paired"], "cer_seed_ci95": c["cer"]["seed_ci95"],
+            "cer_per_seed_difference": c["cer"]["per_seed_difference"]}

@@ -239,6 +239,15 @@ def test_synthetic_source_is_an_alias_of_two_arms(gan_run, data, capsys):
         assert arm["cer"]["std"] == pytest.approx(np.std(cers, ddof=1), abs=1e-12)
         assert list(arm["cer"]["per_seed"].values()) == pytest.approx(cers, abs=1e-12)
     check_versus(low["arms"]["fonts"]["vs_baseline"], "baseline", low["arms"]["fonts"], low["arms"]["baseline"])
+    # Two seeds: the interval over training seeds, in report.json and as a column of report.md.
+    v = low["arms"]["fonts"]["vs_baseline"]
+    diffs = [low["arms"]["fonts"]["cer"]["per_seed"][k] - low["arms"]["baseline"]["cer"]["per_seed"][k]
+             for k in ("1", "2")]
+    assert v["cer_per_seed_difference"] == pytest.approx(diffs, abs=1e-12)
+    lo, hi = v["cer_seed_ci95"]
+    assert lo < v["cer_diff_mean"] < hi or lo == hi
+    md = (gan_run / "report.md").read_text(encoding="utf-8")
+    assert "CER vs real only, over seeds [95% t]" in md and f"[{100 * lo:+.2f}, {100 * hi:+.2f}]" in md
 
 
 def test_an_interrupted_run_resumes(data, tmp_path, monkeypatch):
@@ -342,6 +351,12 @@ def test_paired_bootstrap_resamples_both_arms_and_every_seed_together():
     assert out["cer"]["ci95"] == pytest.approx(list(np.percentile(diffs, [2.5, 97.5])), abs=1e-12)
     mean_diff = np.mean([s["cer"] - b["cer"] for b, s in zip(base, syn)])
     assert out["cer"]["difference"] == pytest.approx(mean_diff, abs=1e-12) and out["cer"]["ci95"][1] < 0
+    # Over training seeds: a t interval of the per-seed differences (2 seeds: t = 12.706).
+    per_seed = [s["cer"] - b["cer"] for b, s in zip(base, syn)]
+    half = 12.706 * np.std(per_seed, ddof=1) / np.sqrt(2)
+    assert out["cer"]["per_seed_difference"] == pytest.approx(per_seed)
+    assert out["cer"]["seed_ci95"] == pytest.approx([mean_diff - half, mean_diff + half])
+    assert compare(base[:1], syn[:1], resamples=10)["cer"]["seed_ci95"] is None
     syn[1]["references_sha256"] = "other"
     with pytest.raises(ValueError, match="same samples"):
         compare(base, syn, resamples=10)
