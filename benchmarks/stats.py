@@ -58,9 +58,9 @@ def compare(baseline: list[dict], synthetic: list[dict], resamples: int, seed: i
                 for b, s in pairs)
         n = len(pairs) * np.asarray(pairs[0][0]["per_sample"][totals], np.int64)
         base = statistics.fmean(b[metric] for b, _ in pairs)
-        diff = statistics.fmean(s[metric] - b[metric] for b, s in pairs)
-        lo, hi = bootstrap_ci(d, n, resamples, seed)
         per_seed = [s[metric] - b[metric] for b, s in pairs]
+        diff = statistics.fmean(per_seed)
+        lo, hi = bootstrap_ci(d, n, resamples, seed)
         out[metric] = {"baseline": base, "synthetic": statistics.fmean(s[metric] for _, s in pairs),
                        "difference": diff, "relative_change": diff / base if base else None, "ci95": [lo, hi],
                        "per_seed_difference": per_seed, "seed_ci95": seed_interval(per_seed)}
