@@ -199,7 +199,8 @@ class Discriminator(nn.Module):
         self.blocks = nn.Sequential(*[DownBlock(chans[i], chans[i + 1], first=i == 0) for i in range(len(channel_mult))])
         self.pool = pool
         self.head = SN(nn.Conv2d(chans[-1], 1, 1)) if pool == "sum" else SN(nn.Linear(chans[-1], 1))
-        self.stride = 2 ** len(channel_mult)
+        self.stages = len(channel_mult)  # each: conv, act, conv, act, pool (5 modules of self.net)
+        self.stride = 2 ** self.stages
 
     def valid_columns(self, widths: torch.Tensor) -> torch.Tensor:
         return ((widths + self.stride - 1) // self.stride).clamp(min=1)
@@ -233,7 +234,8 @@ class WordTrunk(nn.Module):
             if isinstance(m, nn.Conv2d):  # He init for LeakyReLU: with PyTorch's default the signal
                 nn.init.kaiming_normal_(m.weight, a=0.2)  # fades over 8 layers and E learned little
                 nn.init.zeros_(m.bias)
-        self.stride = 2 ** len(channel_mult)
+        self.stages = len(channel_mult)  # each: conv, act, conv, act, pool (5 modules of self.net)
+        self.stride = 2 ** self.stages
         self.out = nn.Linear(chans[-1], outputs)
 
     def features(self, images: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
@@ -245,9 +247,9 @@ class WordTrunk(nn.Module):
                     stages: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The map after `stages` of the down-sampling stages (default: all), (B, C, H', W'), and
         its valid columns (B, W') as a bool mask."""
-        stages = len(self.net) // 5 if stages is None else stages
-        if not 1 <= stages <= len(self.net) // 5:
-            raise ValueError(f"feature stage {stages}: this trunk has {len(self.net) // 5}")
+        stages = self.stages if stages is None else stages
+        if not 1 <= stages <= self.stages:
+            raise ValueError(f"feature stage {stages}: this trunk has {self.stages}")
         # Background (-1) beyond the widest word too, wider than half the receptive field (~76 px):
         # otherwise the convolutions' zero padding (mid-grey) reached only the widest word of a
         # batch, and a word's features depended on its batch mates.
