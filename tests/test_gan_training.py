@@ -532,3 +532,5 @@ def test_contextual_loss_trains_g_toward_the_style_word_and_not_w(two_writers_lm
     assert sum(cx[-5:]) / 5 < 0.9 * sum(cx[:5]) / 5, cx  # G's new text in E(x) takes on x's local features
     with pytest.raises(ValueError, match="w_cx needs the writer classifier"):
         make_trainer(two_writers_lmdb, tmp_path / "no_w", w_cx=1.0)
+    with pytest.raises(ValueError, match="cx_stage = 7: .* stages 1 to 4"):  # refused before any step
+        make_trainer(two_writers_lmdb, tmp_path / "deep", w_wid=1e-9, w_cx=1.0, cx_stage=7)

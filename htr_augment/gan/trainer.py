@@ -132,6 +132,9 @@ class GanTrainer:
         if self.writer_ids:
             self.W = WriterClassifier(len(self.writer_ids), base=config["style"]["base"]).to(dev)
             self.writer_index = {w: i for i, w in enumerate(self.writer_ids)}
+            if t["w_cx"] > 0 and not 1 <= t["cx_stage"] <= self.W.stages:  # at start, not at the first G step
+                raise ValueError(f"train.cx_stage = {t['cx_stage']}: the writer classifier's feature map has "
+                                 f"stages 1 to {self.W.stages}")
             self.opt_w = torch.optim.Adam(self.W.parameters(), lr=t["lr_w"], betas=(0.5, 0.999))
         self.recognizer_config = recognizer_config
         self.ema = EMA(self.G, t["ema_decay"])
