@@ -19,9 +19,7 @@ import itertools
 import json
 import logging
 import math
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,7 +38,8 @@ from htr_augment.images import pad_batch
 from htr_augment.metrics import EditCounts
 from htr_augment.training import (CheckpointError, MetricsLogger, all_gather_objects, all_reduce_sum, barrier,
                                   check_alphabet, cleanup_distributed, init_distributed, load_checkpoint,
-                                  make_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state)
+                                  make_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state,
+                                  StopRequest, ignore_sigint)
 
 from .augment import AugmentedDataset, Augmenter
 from .config import load_recognizer_config, make_config
@@ -159,12 +158,6 @@ def _rank_world() -> tuple[int, int]:
 
 def _autocast(device: torch.device, amp: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp == "bf16" and device.type == "cuda")
-
-
-def _ignore_sigint(worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group: workers keep serving batches while the
-    # main process finishes its step and checkpoints (see _StopRequest).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _set_epoch(obj: Any, epoch: int) -> None:
@@ -330,7 +323,7 @@ def train(config: dict, train_dataset: Dataset, val_dataset: Dataset | None, out
     ddp_model.train()
     stop = step >= total_steps or (stop_after is not None and step >= stop_after)
     interrupted = False
-    with _StopRequest() as stop_request:
+    with StopRequest() as stop_request:
         try:
             while not stop:
                 _set_epoch(train_data, epoch)
@@ -338,7 +331,7 @@ def train(config: dict, train_dataset: Dataset, val_dataset: Dataset | None, out
                 _set_epoch(sampler, epoch)
                 loader = DataLoader(train_data, batch_sampler=_SkipBatches(batch_sampler, batch_in_epoch),
                                     collate_fn=collate, num_workers=tc["num_workers"],
-                                    pin_memory=dev.type == "cuda", worker_init_fn=_ignore_sigint,
+                                    pin_memory=dev.type == "cuda", worker_init_fn=ignore_sigint,
                                     generator=torch.Generator().manual_seed(tc["seed"] * 100_003 + epoch))
                 for batch in loader:
                     images = batch["images"].to(dev, non_blocking=True)
@@ -426,39 +419,6 @@ class _Window:
         n = max(1, self.steps * world)
         return {"train/loss": loss / n, "train/ctc": ctc / n, "train/ctc_shortcut": aux / n,
                 "train/lines_per_s": lines / max(1e-9, time.perf_counter() - self.start)}
-
-
-class _StopRequest:
-    """SIGINT/SIGTERM ask the loop to finish its step, checkpoint and return; a second one
-    interrupts at once. Under DDP the ranks agree (all-reduce) on the step to stop after,
-    since the final checkpoint is a collective."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.requested = False
-        self._previous: dict = {}
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def agreed(self) -> bool:
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
-            return all_reduce_sum([int(self.requested)])[0] > 0
-        return self.requested
-
-    def __enter__(self) -> "_StopRequest":
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
 
 
 def _md(text: str) -> str:

@@ -147,6 +147,28 @@ def test_resume_continues_exactly(words_lmdb, tmp_path):
     assert kept["step"] == 4
 
 
+def test_a_signal_stops_training_after_the_step_with_a_checkpoint(words_lmdb, tmp_path):
+    import os
+    import signal
+    tr = make_trainer(words_lmdb, tmp_path, checkpoint_every=1000, sample_every=1000)
+    step = tr.train_step
+
+    def step_then_sigterm(real):  # as `kill -TERM` would, in the middle of the third iteration
+        if tr.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(real)
+    tr.train_step = step_then_sigterm
+    before = signal.getsignal(signal.SIGTERM)
+    tr.fit(40)
+    assert tr.interrupted and tr.step == 3
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
+    assert load_checkpoint(tmp_path / "last.pt", kind="gan")["step"] == 3  # nothing since the last checkpoint lost
+    again = make_trainer(words_lmdb, tmp_path, checkpoint_every=1000, sample_every=1000)
+    again.resume(tmp_path / "last.pt")
+    again.fit(5)
+    assert not again.interrupted and again.step == 5
+
+
 def test_generation_is_deterministic_and_style_is_shared(words_lmdb, tmp_path):
     tr = make_trainer(words_lmdb, tmp_path, checkpoint_every=2, sample_every=1000)
     tr.fit(2)

@@ -5,7 +5,8 @@
 
 Word images come from `python -m recognizer.segment` on line data. Checkpoints
 (G, G-EMA, D, R, optimizers, alphabet, config) go to OUT/last.pt atomically; rerun
-with --resume to continue exactly. TensorBoard logs and metrics.csv are in OUT,
+with --resume to continue exactly. Ctrl-C or SIGTERM (`kill`) finishes the current iteration,
+saves OUT/last.pt and exits (a second one stops at once). TensorBoard logs and metrics.csv are in OUT,
 sample grids in OUT/samples/.
 """
 from __future__ import annotations
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.recognizer or config["recognizer"]["checkpoint"]:
             trainer.load_recognizer(args.recognizer or config["recognizer"]["checkpoint"])
         trainer.fit(args.max_steps)
+        if trainer.interrupted:
+            print(f"htr_augment.gan.train: stopped by a signal at iteration {trainer.step}; saved "
+                  f"{out / 'last.pt'} (continue with --resume)", file=sys.stderr)
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"htr_augment.gan.train: error: {e}", file=sys.stderr)
         return 2

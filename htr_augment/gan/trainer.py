@@ -37,7 +37,7 @@ from ..data.credit import data_credit
 from ..images import encode_png, to_uint8
 from ..training import (CheckpointError, DistInfo, MetricsLogger, all_gather_objects, all_reduce_sum, broadcast_object,
                         check_alphabet, load_checkpoint, make_checkpoint,
-                        rng_state, save_checkpoint, seed_everything, set_rng_state)
+                        rng_state, save_checkpoint, seed_everything, set_rng_state, StopRequest, ignore_sigint)
 from ..training.ema import EMA
 from ..training.lookahead import Lookahead
 from .balance import GradientBalancer
@@ -524,62 +524,68 @@ class GanTrainer:
         last: dict[str, float] = {}
         if self.config["recognizer"]["frozen"] and self.step >= self.config["recognizer"]["pretrain_steps"]:
             self.R.eval()
-        try:
-            while self.step < max_steps:
-                batches = epoch_batches(len(self.dataset), t["batch_size"], t["seed"], self.epoch,
-                                        self.dist.rank, self.dist.world_size)
-                if not batches:
-                    raise ValueError(f"{len(self.dataset)} training words are fewer than one batch "
-                                     f"of {t['batch_size']} per process")
-                # Its own generator: a DataLoader otherwise draws its worker seed from the global
-                # RNG, and a resumed run (which builds one more loader) would drift from the original.
-                loader = DataLoader(self.dataset, batch_sampler=batches[self.batch_in_epoch:],
-                                    collate_fn=self.collate, num_workers=self.config["data"]["num_workers"],
-                                    generator=torch.Generator().manual_seed(t["seed"] * 7919 + self.epoch))
-                for real in loader:
-                    last.update(self.train_step(real))
-                    if self.r_frozen_now:
-                        last.pop("loss/r_real_ctc", None)
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    bar.update(1)
-                    if self.step % t["log_every"] == 0:
-                        names = sorted(last)
-                        sums = all_reduce_sum([last[k] for k in names])
-                        last = {k: v / self.dist.world_size for k, v in zip(names, sums)}
-                        logger.scalars({**last, "train/g_steps": self.g_steps}, self.step)
-                        bar.set_postfix({k.split("/")[-1]: f"{last[k]:.3g}" for k in
-                                         ("loss/g_adv", "loss/g_ctc", "loss/g_rec", "loss/r_real_ctc") if k in last},
-                                        refresh=False)
-                    names = []
-                    if t["eval_every"] and self.step % t["eval_every"] == 0 and self.dist.is_main:
-                        h = self.health()
-                        if h:
-                            logger.scalars(h, self.step)
-                            bar.write(f"step {self.step} ({self.g_steps} G steps): " + ", ".join(
-                                f"{k.split('/')[-1]} {v:.3g}" for k, v in h.items()))
-                            if self.healthy(h) and self.step > self.config["recognizer"]["pretrain_steps"]:
-                                names.append("healthy.pt")
-                    if self.step % t["sample_every"] == 0 and self.dist.is_main:
-                        grid = self.sample_grid()
-                        logger.image("samples", torch.from_numpy(1 - grid / 255.0)[None].float(), self.step)
-                        (self.out / "samples").mkdir(parents=True, exist_ok=True)
-                        (self.out / "samples" / f"step{self.step:07d}.png").write_bytes(encode_png(grid))
-                    if t["keep_every"] and self.step % t["keep_every"] == 0:
-                        names.append(f"step{self.step:07d}.pt")
-                    if self.step % t["checkpoint_every"] == 0 or self.step == max_steps:
-                        names.append("last.pt")
-                        logger.flush()
-                    if self.dist.distributed:  # every rank must take part in the checkpoint's gather
-                        names = broadcast_object(names)
-                    if names:
-                        self.save(*names)
-                    if self.step >= max_steps:
-                        break
-                else:
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
-        finally:
-            bar.close()
-            logger.close()
+        self.interrupted = False  # set by SIGINT/SIGTERM: last.pt is saved after the step, then fit returns
+        with StopRequest() as stop_request:
+            try:
+                while self.step < max_steps:
+                    batches = epoch_batches(len(self.dataset), t["batch_size"], t["seed"], self.epoch,
+                                            self.dist.rank, self.dist.world_size)
+                    if not batches:
+                        raise ValueError(f"{len(self.dataset)} training words are fewer than one batch "
+                                         f"of {t['batch_size']} per process")
+                    # Its own generator: a DataLoader otherwise draws its worker seed from the global
+                    # RNG, and a resumed run (which builds one more loader) would drift from the original.
+                    loader = DataLoader(self.dataset, batch_sampler=batches[self.batch_in_epoch:],
+                                        collate_fn=self.collate, num_workers=self.config["data"]["num_workers"],
+                                        worker_init_fn=ignore_sigint,
+                                        generator=torch.Generator().manual_seed(t["seed"] * 7919 + self.epoch))
+                    for real in loader:
+                        last.update(self.train_step(real))
+                        if self.r_frozen_now:
+                            last.pop("loss/r_real_ctc", None)
+                        self.step += 1
+                        self.batch_in_epoch += 1
+                        bar.update(1)
+                        if self.step % t["log_every"] == 0:
+                            names = sorted(last)
+                            sums = all_reduce_sum([last[k] for k in names])
+                            last = {k: v / self.dist.world_size for k, v in zip(names, sums)}
+                            logger.scalars({**last, "train/g_steps": self.g_steps}, self.step)
+                            bar.set_postfix({k.split("/")[-1]: f"{last[k]:.3g}" for k in
+                                             ("loss/g_adv", "loss/g_ctc", "loss/g_rec", "loss/r_real_ctc") if k in last},
+                                            refresh=False)
+                        names = []
+                        if t["eval_every"] and self.step % t["eval_every"] == 0 and self.dist.is_main:
+                            h = self.health()
+                            if h:
+                                logger.scalars(h, self.step)
+                                bar.write(f"step {self.step} ({self.g_steps} G steps): " + ", ".join(
+                                    f"{k.split('/')[-1]} {v:.3g}" for k, v in h.items()))
+                                if self.healthy(h) and self.step > self.config["recognizer"]["pretrain_steps"]:
+                                    names.append("healthy.pt")
+                        if self.step % t["sample_every"] == 0 and self.dist.is_main:
+                            grid = self.sample_grid()
+                            logger.image("samples", torch.from_numpy(1 - grid / 255.0)[None].float(), self.step)
+                            (self.out / "samples").mkdir(parents=True, exist_ok=True)
+                            (self.out / "samples" / f"step{self.step:07d}.png").write_bytes(encode_png(grid))
+                        if t["keep_every"] and self.step % t["keep_every"] == 0:
+                            names.append(f"step{self.step:07d}.pt")
+                        self.interrupted = stop_request.agreed()  # SIGINT/SIGTERM: checkpoint now, then stop
+                        if self.step % t["checkpoint_every"] == 0 or self.step == max_steps or self.interrupted:
+                            names.append("last.pt")
+                            logger.flush()
+                        if self.dist.distributed:  # every rank must take part in the checkpoint's gather
+                            names = broadcast_object(names)
+                        if names:
+                            self.save(*names)
+                        if self.step >= max_steps or self.interrupted:
+                            break
+                    else:
+                        self.epoch += 1
+                        self.batch_in_epoch = 0
+                        continue
+                    break  # max_steps reached or stopped by a signal
+            finally:
+                bar.close()
+                logger.close()
         return last
