@@ -556,3 +556,25 @@ def test_contextual_loss_trains_g_toward_the_style_word_and_not_w(two_writers_lm
         make_trainer(two_writers_lmdb, tmp_path / "no_w", w_cx=1.0)
     with pytest.raises(ValueError, match="cx_stage = 7: .* stages 1 to 4"):  # refused before any step
         make_trainer(two_writers_lmdb, tmp_path / "deep", w_wid=1e-9, w_cx=1.0, cx_stage=7)
+    with pytest.raises(ValueError, match="cx_on = 'both': one of reconstruction, new_text"):
+        make_trainer(two_writers_lmdb, tmp_path / "what", w_wid=1e-9, w_cx=1.0, cx_on="both")
+
+
+@pytest.mark.parametrize("cx_on, chunk", [("new_text", 1), ("reconstruction", 0)])
+def test_contextual_loss_compares_x_with_the_chosen_word_in_its_style(two_writers_lmdb, tmp_path, cx_on, chunk):
+    torch.manual_seed(0)
+    tr = make_trainer(two_writers_lmdb, tmp_path, g_every=1, w_wid=1e-9, w_cx=1.0, cx_on=cx_on)
+    real = next(iter(torch.utils.data.DataLoader(tr.dataset, batch_size=4, collate_fn=tr.collate)))
+    generated, compared = [], []
+    forward, feature_map = tr.G_train.forward, tr.W.feature_map
+    tr.G_train.forward = lambda *a: generated.append(forward(*a)) or generated[-1]
+
+    def spy(images, widths, stages=None):  # W's own forward (writer loss) calls it without a stage
+        if stages is not None:
+            compared.append(images)
+        return feature_map(images, widths, stages)
+    tr.W.feature_map = spy
+    tr.g_step(real["images"] * 2 - 1, real["widths"], real, [])
+    B = real["images"].shape[0]
+    assert torch.equal(compared[0], real["images"] * 2 - 1)  # x itself, then G's word
+    assert torch.equal(compared[1], generated[0][chunk * B:(chunk + 1) * B])

@@ -76,8 +76,11 @@ DEFAULTS: dict = {
         # w_cx: contextual loss (contextual.py, HiGAN+): every local feature of x, in W's feature
         # map after cx_stage down-sampling stages, must have a close match somewhere in G's new
         # text in E(x): x's letter shapes without alignment. Needs W (w_wid > 0); counts from
-        # wid_start, as the writer-identity term does. 0: off.
-        "w_cx": 0.0, "cx_stage": 2, "cx_bandwidth": 0.5,
+        # wid_start, as the writer-identity term does. 0: off. cx_on: which of G's words in E(x) is
+        # compared with x: "new_text" (another text: letter shapes without alignment, HiGAN+'s use)
+        # or "reconstruction" (x's own text: a feature loss that tolerates the misalignment that
+        # makes the pixel L1 of the reconstruction average strokes away).
+        "w_cx": 0.0, "cx_stage": 2, "cx_bandwidth": 0.5, "cx_on": "new_text",
         # Share of G's random texts drawn from the lexicon's capitalized words (0: as they come).
         "text_caps_share": 0.0,
         "balance_decay": 0.99,

@@ -109,6 +109,10 @@ def masked_l1(a: torch.Tensor, b: torch.Tensor, widths: torch.Tensor) -> torch.T
     return ((a - b).abs() * keep).sum() / (keep.sum() * a.shape[2])
 
 
+# train.cx_on -> the chunk of G's words (in g_step) that the contextual loss compares with x.
+CX_ON = {"reconstruction": 0, "new_text": 1}
+
+
 class GanTrainer:
     def __init__(self, config: dict, recognizer_config: dict, dataset, alphabet: Alphabet, out_dir: str | Path,
                  dist: DistInfo, lexicon: list[str] | None = None, progress: bool = True, val_dataset=None):
@@ -135,6 +139,8 @@ class GanTrainer:
             if t["w_cx"] > 0 and not 1 <= t["cx_stage"] <= self.W.stages:  # at start, not at the first G step
                 raise ValueError(f"train.cx_stage = {t['cx_stage']}: the writer classifier's feature map has "
                                  f"stages 1 to {self.W.stages}")
+            if t["cx_on"] not in CX_ON:
+                raise ValueError(f"train.cx_on = {t['cx_on']!r}: one of {', '.join(CX_ON)}")
             self.opt_w = torch.optim.Adam(self.W.parameters(), lr=t["lr_w"], betas=(0.5, 0.999))
         self.recognizer_config = recognizer_config
         self.ema = EMA(self.G, t["ema_decay"])
@@ -402,11 +408,12 @@ class GanTrainer:
             # the balancer differentiates with respect to the image only).
             losses["loss/g_wid"], losses["acc/g_wid"] = writer_loss(self.W(fake[B:2 * B], widths[B:2 * B]),
                                                                     self.writer_targets(real))
-            if t["w_cx"] > 0:  # x's local shapes, anywhere in the new text written in E(x)
+            if t["w_cx"] > 0:  # x's local shapes, anywhere in one of G's words in E(x) (train.cx_on)
                 stage = t["cx_stage"]
                 with torch.no_grad():
                     style_map, style_valid = self.W.feature_map(real_x, real_w, stage)
-                fake_map, fake_valid = self.W.feature_map(fake[B:2 * B], widths[B:2 * B], stage)
+                c = CX_ON[t["cx_on"]] * B  # the chunk compared with x: its reconstruction or a new text
+                fake_map, fake_valid = self.W.feature_map(fake[c:c + B], widths[c:c + B], stage)
                 losses["loss/g_cx"] = contextual_loss(fake_map, fake_valid, style_map, style_valid,
                                                       t["cx_bandwidth"])
         check_finite(losses, self.step + 1)  # before G's update: a NaN never reaches its weights
