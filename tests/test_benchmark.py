@@ -362,6 +362,33 @@ def test_paired_bootstrap_resamples_both_arms_and_every_seed_together():
         compare(base, syn, resamples=10)
 
 
+def test_compare_cli_pairs_the_seeds_two_arm_folders_share(tmp_path, capsys):
+    from benchmarks import compare as compare_cli
+    chars = [3, 5, 2, 6]
+
+    def write(arm, seed, errors):
+        words = [int(e > 0) for e in errors]
+        run = tmp_path / arm / f"seed{seed}"
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps({
+            "seed": seed, "dir": str(run), "references_sha256": "same", "cer": sum(errors) / sum(chars),
+            "wer": sum(words) / len(chars), "per_sample": {"char_errors": errors, "chars": chars,
+                                                           "word_errors": words, "words": [1] * len(chars)}}))
+    write("a", 1, [2, 3, 1, 4]), write("a", 2, [1, 3, 2, 4]), write("a", 3, [0, 0, 0, 0])
+    write("b", 1, [1, 2, 1, 2]), write("b", 2, [1, 1, 1, 3])  # seed 3 only in a: left out
+    c = compare_cli.compare_arms(tmp_path / "a", tmp_path / "b", resamples=200)
+    assert c["seeds"] == [1, 2]
+    assert c["cer"]["per_seed_difference"] == pytest.approx([-4 / 16, -4 / 16])
+    assert c["cer"]["difference"] == pytest.approx(-0.25) and c["cer"]["ci95"][1] < 0
+    assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "seeds paired: [2]" in out and "CER: 37.50% vs 62.50%, difference -25.00 pts" in out
+    assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--seeds", "3"]) == 2
+    assert "no finished seed in common" in capsys.readouterr().err
+    assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
+    assert "no such arm folder" in capsys.readouterr().err
+
+
 def test_synthetic_speed_reports_both_measurements(data, generator, tmp_path):
     out = tmp_path / "speed.json"
     assert synthetic_speed.main(["--generator", str(generator), "--data", str(data), "--steps", "2", "--block", "1",
