@@ -64,6 +64,22 @@ def to_uint8(tensor: torch.Tensor) -> np.ndarray:
     return ((1.0 - t.clamp(0, 1)) * 255.0).round().to(torch.uint8).numpy()
 
 
+def check_ink_quantile(q: float) -> float:
+    """An ink quantile (stretch_ink) as a float; a clear error outside (0.5, 1]."""
+    q = float(q)
+    if not 0.5 < q <= 1.0:
+        raise ValueError(f"ink quantile must be in (0.5, 1], got {q}")
+    return q
+
+
+def stretch_ink(ink: torch.Tensor, quantile: float) -> torch.Tensor:
+    """An image (1, H, W) in ink space (ink = 1) with its ink scaled so that the `quantile` of its
+    pixel values becomes full ink, clipped to 1: faint strokes made as dark as a pen's, the
+    background (0) unchanged. An image whose quantile is below 0.05 (next to no ink) is returned as is."""
+    level = float(torch.quantile(ink.float().flatten(), check_ink_quantile(quantile)))
+    return ink if level < 0.05 else (ink / level).clamp(0, 1)
+
+
 def ink_mask(img: np.ndarray) -> np.ndarray:
     """(H, W) bool: ink pixels of a uint8 grayscale image (Otsu threshold, so grey paper is not ink).
 

@@ -223,6 +223,27 @@ def test_exported_style_temperature_is_the_generator_s_default(words_lmdb, tmp_p
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_exported_ink_quantile_darkens_every_word_to_full_ink(words_lmdb, tmp_path):
+    from htr_augment.gan.export import main as export_main
+    from htr_augment.images import stretch_ink
+    tr = make_trainer(words_lmdb, tmp_path, checkpoint_every=2, sample_every=1000)
+    tr.fit(2)
+    assert export_main([str(tmp_path / "last.pt"), "--out", str(tmp_path / "g.pt"), "--ink-quantile", "0.99"]) == 0
+    full, exported = WordGenerator.load(tmp_path / "last.pt"), WordGenerator.load(tmp_path / "g.pt")
+    assert full.ink_quantile is None and exported.ink_quantile == 0.99
+    plain, dark = full.generate(["abc", "hd"], seed=1), exported.generate(["abc", "hd"], seed=1)
+    for p, d in zip(plain, dark):
+        assert torch.allclose(d, stretch_ink(p, 0.99))
+        assert float(torch.quantile(d.flatten(), 0.99)) == pytest.approx(1.0, abs=0.01)
+        assert float(torch.quantile(p.flatten(), 0.99)) < 0.99  # the untrained G's words were not dark already
+    # The stretch itself: the quantile becomes 1, order and background kept; a blank image unchanged.
+    ink = torch.tensor([[[0.0, 0.1, 0.2, 0.4]]])
+    assert torch.allclose(stretch_ink(ink, 1.0), torch.tensor([[[0.0, 0.25, 0.5, 1.0]]]))
+    assert torch.equal(stretch_ink(torch.zeros(1, 4, 4), 0.99), torch.zeros(1, 4, 4))
+    assert export_main([str(tmp_path / "last.pt"), "--out", str(tmp_path / "x.pt"), "--ink-quantile", "0.2"]) == 1
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_export_live_takes_the_live_generator_not_the_ema(words_lmdb, tmp_path):
     from htr_augment.gan.export import main as export_main
     tr = make_trainer(words_lmdb, tmp_path, g_every=1, checkpoint_every=3, sample_every=1000)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..alphabet import Alphabet, AlphabetError, normalize_text
-from ..images import pad_batch
+from ..images import check_ink_quantile, pad_batch, stretch_ink
 from ..training.checkpoint import CheckpointError, load_checkpoint
 from .models import Discriminator, Generator, StyleEncoder
 
@@ -112,6 +112,11 @@ class WordGenerator:
         # have their own default (gan.export --line-style-temperature), else the words' one.
         self.line_style_temperature = check_style_temperature(
             self.info.get("line_style_temperature", self.style_temperature))
+        # Ink quantile of every written word set to full ink (images.stretch_ink), if stored
+        # (gan.export --ink-quantile): G reproduces the faint grey of real words at 32 px; pen-dark
+        # strokes may teach a recognizer more (README, validation study). None: G's own ink.
+        q = self.info.get("ink_quantile")
+        self.ink_quantile = check_ink_quantile(q) if q is not None else None
         # Real writers' mean widths per character (sorted), if stored: each style gets one of them.
         widths = self.info.get("writer_px_per_char") or []
         self.writer_widths = torch.tensor(widths, dtype=torch.float64) if len(widths) >= 2 else None
@@ -282,7 +287,8 @@ class WordGenerator:
                 if natural_width and ppc:
                     w = max(1, round(n * ppc))
                     img = F.interpolate(img[None], size=(img.shape[1], w), mode="bilinear", align_corners=False)[0]
-                out.append(img.clamp(0, 1))
+                img = img.clamp(0, 1)
+                out.append(stretch_ink(img, self.ink_quantile) if self.ink_quantile else img)
         return out
 
     def generate_line(self, text: str, z: torch.Tensor | None = None, seed: int | None = None, *,
