@@ -534,7 +534,7 @@ class GanTrainer:
         self.interrupted = False  # set by SIGINT/SIGTERM: last.pt is saved after the step, then fit returns
         with StopRequest() as stop_request:
             try:
-                while self.step < max_steps:
+                while self.step < max_steps and not self.interrupted:
                     batches = epoch_batches(len(self.dataset), t["batch_size"], t["seed"], self.epoch,
                                             self.dist.rank, self.dist.world_size)
                     if not batches:
@@ -590,8 +590,6 @@ class GanTrainer:
                     else:
                         self.epoch += 1
                         self.batch_in_epoch = 0
-                        continue
-                    break  # max_steps reached or stopped by a signal
             finally:
                 bar.close()
                 logger.close()
