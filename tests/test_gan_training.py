@@ -497,6 +497,26 @@ def test_writer_identity_trains_w_on_real_words_and_moves_g_and_e_not_w(two_writ
     assert all(torch.equal(a, b) for a, b in zip(tr.W.state_dict().values(), again.W.state_dict().values()))
 
 
+def test_resume_takes_the_config_s_learning_rates_and_lr_w_0_holds_w_fixed(two_writers_lmdb, tmp_path):
+    torch.manual_seed(0)
+    tr = make_trainer(two_writers_lmdb, tmp_path, w_wid=1.0, lr_w=1e-3, lr_g=1e-4)
+    real = tr.collate([tr.dataset[i] for i in range(16)])
+    x = real["images"] * 2 - 1
+    for _ in range(3):  # Adam moments and step counts to carry over
+        tr.w_step(x, real["widths"], real)
+    tr.save()
+    # torch's load_state_dict alone would bring back the saved rates (1e-3, 1e-4)
+    frozen = make_trainer(two_writers_lmdb, tmp_path, w_wid=1.0, lr_w=0.0, lr_g=3e-4)
+    frozen.resume(tmp_path / "last.pt")
+    assert [g["lr"] for g in frozen.opt_w.param_groups] == [0.0]
+    assert [g["lr"] for g in frozen.opt_g.param_groups] == [3e-4]
+    assert frozen.opt_w.state_dict()["state"][0]["step"] == 3  # the rest of the saved state is kept
+    before = [p.detach().clone() for p in frozen.W.parameters()]
+    acc = frozen.w_step(x, real["widths"], real)["acc/w_real"]  # W still reads the batch (logged)...
+    assert 0.0 <= float(acc) <= 1.0
+    assert all(torch.equal(a, b) for a, b in zip(before, frozen.W.parameters()))  # ...but does not move
+
+
 def test_writer_identity_resumes_weights_without_a_classifier_and_needs_writer_ids(two_writers_lmdb, words_lmdb,
                                                                                    tmp_path):
     plain = make_trainer(two_writers_lmdb, tmp_path / "plain", checkpoint_every=2, sample_every=1000)

@@ -71,7 +71,8 @@ DEFAULTS: dict = {
         # real words, and G's new text in E(x) must classify as x's writer, so that E's codes
         # (and the prior fitted to them) carry the hand. 0: off, no W. wid_start: the iteration
         # from which G's term counts (W trains from its creation on, so that a run resumed
-        # from weights without W first gets a W worth listening to).
+        # from weights without W first gets a W worth listening to). lr_w = 0 holds W fixed (a
+        # config's learning rates apply on resume too; W has no batch statistics).
         "w_wid": 0.0, "wid_start": 0, "lr_w": 2e-4,
         # w_cx: contextual loss (contextual.py, HiGAN+): every local feature of x, in W's feature
         # map after cx_stage down-sampling stages, must have a close match somewhere in G's new

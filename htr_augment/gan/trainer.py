@@ -40,6 +40,7 @@ from ..training import (CheckpointError, DistInfo, MetricsLogger, all_gather_obj
                         rng_state, save_checkpoint, seed_everything, set_rng_state, StopRequest, ignore_sigint)
 from ..training.ema import EMA
 from ..training.lookahead import Lookahead
+from ..training.optim_state import load_optimizer_state
 from .balance import GradientBalancer
 from .contextual import contextual_loss
 from .data import CanonicalCollate, TextSampler, encode_texts, px_per_char
@@ -280,7 +281,7 @@ class GanTrainer:
             if name in fresh:
                 continue
             try:
-                opt.load_state_dict(ckpt["optimizers"][name])
+                load_optimizer_state(opt, ckpt["optimizers"][name])
             except ValueError:  # other parameter groups (train.lr_char_style)
                 if not warm:
                     raise CheckpointError(f"{path}: the {name} optimizer's parameter groups differ from this "
@@ -290,7 +291,7 @@ class GanTrainer:
                 raise CheckpointError(f"{path}: its writer classifier was trained on other writers than those of "
                                       "the training LMDB")
             self.W.load_state_dict(ckpt["models"]["writer_classifier"])
-            self.opt_w.load_state_dict(ckpt["optimizers"]["writer_classifier"])
+            load_optimizer_state(self.opt_w, ckpt["optimizers"]["writer_classifier"])
         # else: weights from a run without the writer-identity loss; W starts here (train.wid_start)
         self.step, self.epoch, self.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
         self.g_steps = ckpt["extra"].get("g_steps", self.step)

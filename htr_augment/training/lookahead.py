@@ -13,9 +13,13 @@ class Lookahead:
         if k < 1 or not 0.0 < alpha <= 1.0:
             raise ValueError(f"Lookahead needs k >= 1 and 0 < alpha <= 1, got k={k}, alpha={alpha}")
         self.optimizer, self.k, self.alpha = optimizer, k, alpha
-        self.param_groups = optimizer.param_groups
         self.steps = 0
         self.slow = [[p.detach().clone() for p in g["params"]] for g in optimizer.param_groups]
+
+    @property
+    def param_groups(self) -> list[dict]:
+        # the inner optimizer's, read each time: its load_state_dict replaces the list
+        return self.optimizer.param_groups
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.optimizer.zero_grad(set_to_none=set_to_none)
