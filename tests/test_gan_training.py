@@ -169,6 +169,24 @@ def test_a_signal_stops_training_after_the_step_with_a_checkpoint(words_lmdb, tm
     assert not again.interrupted and again.step == 5
 
 
+def test_a_time_limit_stops_training_after_the_step_with_a_checkpoint(words_lmdb, tmp_path, monkeypatch):
+    from htr_augment.training import stop
+    clock = [100.0]
+    monkeypatch.setattr(stop.time, "monotonic", lambda: clock[0])
+    tr = make_trainer(words_lmdb, tmp_path, checkpoint_every=1000, sample_every=1000)
+    step = tr.train_step
+
+    def one_second_steps(real):
+        clock[0] += 1.0
+        return step(real)
+    tr.train_step = one_second_steps
+    tr.fit(40, time_limit=2.5)
+    assert tr.interrupted and tr.stop_reason == "time limit" and tr.step == 3
+    assert load_checkpoint(tmp_path / "last.pt", kind="gan")["step"] == 3
+    with pytest.raises(ValueError, match="positive"):
+        stop.StopRequest(0)
+
+
 def test_generation_is_deterministic_and_style_is_shared(words_lmdb, tmp_path):
     tr = make_trainer(words_lmdb, tmp_path, checkpoint_every=2, sample_every=1000)
     tr.fit(2)
@@ -298,6 +316,8 @@ def test_init_from_refuses_an_existing_run_and_resume_together(words_lmdb, tmp_p
     assert train_main(base + ["--out", str(tmp_path / "b"), "--init-from", str(tmp_path / "a" / "last.pt"),
                               "--resume"]) == 2
     assert "give one" in capsys.readouterr().err
+    assert train_main(base + ["--out", str(tmp_path / "c"), "--time-limit", "0"]) == 2
+    assert "--time-limit 0.0: give a positive number of seconds" in capsys.readouterr().err
 
 
 def test_default_weights_warn_when_their_evaluation_says_illegible(words_lmdb, tmp_path, monkeypatch):

@@ -6,7 +6,8 @@
 Word images come from `python -m recognizer.segment` on line data. Checkpoints
 (G, G-EMA, D, R, optimizers, alphabet, config) go to OUT/last.pt atomically; rerun
 with --resume to continue exactly. Ctrl-C or SIGTERM (`kill`) finishes the current iteration,
-saves OUT/last.pt and exits (a second one stops at once). TensorBoard logs and metrics.csv are in OUT,
+saves OUT/last.pt and exits (a second one stops at once); so does --time-limit when it runs out
+(a lent GPU or a job slot: `--time-limit 420` trains 7 minutes and leaves a resumable checkpoint). TensorBoard logs and metrics.csv are in OUT,
 sample grids in OUT/samples/.
 """
 from __future__ import annotations
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recognizer", help="start R from this trained word-recognizer checkpoint "
                    "(default: the config's recognizer.checkpoint, else from scratch)")
     p.add_argument("--max-steps", type=int, help="override train.max_steps")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS", help="stop after this many seconds of "
+                   "training, at the end of an iteration, with OUT/last.pt saved (as on SIGTERM)")
     p.add_argument("--device", help="cpu, cuda (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.init_from and (out / "last.pt").is_file():
             raise CheckpointError(f"--init-from: {out / 'last.pt'} exists; continue that run with --resume, "
                                   "or choose another --out")
+        if args.time_limit is not None and args.time_limit <= 0:
+            raise ValueError(f"--time-limit {args.time_limit}: give a positive number of seconds")
         config = load_gan_config(args.config)
         d = config["data"]
         dist = init_distributed(args.device)
@@ -75,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             trainer.resume(out / "last.pt")
         elif args.recognizer or config["recognizer"]["checkpoint"]:
             trainer.load_recognizer(args.recognizer or config["recognizer"]["checkpoint"])
-        trainer.fit(args.max_steps)
+        trainer.fit(args.max_steps, args.time_limit)
         if trainer.interrupted:
-            print(f"htr_augment.gan.train: stopped by a signal at iteration {trainer.step}; saved "
+            why = "a signal" if trainer.stop_reason == "signal" else f"the time limit ({args.time_limit:g} s)"
+            print(f"htr_augment.gan.train: stopped by {why} at iteration {trainer.step}; saved "
                   f"{out / 'last.pt'} (continue with --resume)", file=sys.stderr)
     except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"htr_augment.gan.train: error: {e}", file=sys.stderr)

@@ -523,7 +523,9 @@ class GanTrainer:
         self.ema.model.eval()
         return np.concatenate([np.pad(r, ((2, 2), (0, 0)), constant_values=255) for r in rows])
 
-    def fit(self, max_steps: int | None = None) -> dict[str, float]:
+    def fit(self, max_steps: int | None = None, time_limit: float | None = None) -> dict[str, float]:
+        """Train to max_steps (default train.max_steps); a signal, or time_limit seconds passing, stops
+        the loop after the current iteration with last.pt saved (self.interrupted)."""
         t = self.config["train"]
         max_steps = max_steps or t["max_steps"]
         logger = MetricsLogger(self.out, enabled=self.dist.is_main, resume_step=self.step or None)
@@ -532,8 +534,9 @@ class GanTrainer:
         last: dict[str, float] = {}
         if self.config["recognizer"]["frozen"] and self.step >= self.config["recognizer"]["pretrain_steps"]:
             self.R.eval()
-        self.interrupted = False  # set by SIGINT/SIGTERM: last.pt is saved after the step, then fit returns
-        with StopRequest() as stop_request:
+        self.interrupted = False  # set by SIGINT/SIGTERM or the time limit: last.pt is saved after the step
+        self.stop_reason = ""
+        with StopRequest(time_limit) as stop_request:
             try:
                 while self.step < max_steps and not self.interrupted:
                     batches = epoch_batches(len(self.dataset), t["batch_size"], t["seed"], self.epoch,
@@ -578,7 +581,8 @@ class GanTrainer:
                             (self.out / "samples" / f"step{self.step:07d}.png").write_bytes(encode_png(grid))
                         if t["keep_every"] and self.step % t["keep_every"] == 0:
                             names.append(f"step{self.step:07d}.pt")
-                        self.interrupted = stop_request.agreed()  # SIGINT/SIGTERM: checkpoint now, then stop
+                        self.interrupted = stop_request.agreed()  # a signal or the time limit: checkpoint now, then stop
+                        self.stop_reason = "signal" if stop_request.requested else "time limit"
                         if self.step % t["checkpoint_every"] == 0 or self.step == max_steps or self.interrupted:
                             names.append("last.pt")
                             logger.flush()
