@@ -80,6 +80,17 @@ def stretch_ink(ink: torch.Tensor, quantile: float) -> torch.Tensor:
     return ink if level < 0.05 else (ink / level).clamp(0, 1)
 
 
+def stretch_ink_batch(ink: torch.Tensor, widths: torch.Tensor, quantile: float) -> torch.Tensor:
+    """stretch_ink for each word of a padded batch (B, 1, H, W) in ink space, its level measured
+    over its own `widths[i]` columns (not the padding). The levels are constants to autograd: a
+    gradient through this reaches the strokes' shapes, not their darkness."""
+    q = check_ink_quantile(quantile)
+    levels = torch.stack([torch.quantile(ink[i, :, :, :max(int(w), 1)].detach().float().flatten(), q)
+                          for i, w in enumerate(widths)])
+    levels = torch.where(levels < 0.05, torch.ones_like(levels), levels).to(ink.dtype)
+    return (ink / levels[:, None, None, None]).clamp(0, 1)
+
+
 def ink_mask(img: np.ndarray) -> np.ndarray:
     """(H, W) bool: ink pixels of a uint8 grayscale image (Otsu threshold, so grey paper is not ink).
 

@@ -537,6 +537,36 @@ def test_resume_takes_the_config_s_learning_rates_and_lr_w_0_holds_w_fixed(two_w
     assert all(torch.equal(a, b) for a, b in zip(before, frozen.W.parameters()))  # ...but does not move
 
 
+def test_stretch_ink_batch_measures_each_word_on_its_own_columns():
+    from htr_augment.images import stretch_ink, stretch_ink_batch
+    ink = torch.zeros(2, 1, 4, 8)
+    ink[0, :, :, :4] = torch.linspace(0.1, 0.5, 16).reshape(1, 4, 4)  # a faint word, 4 columns
+    ink[1, :, :, :] = 0.9  # a dark word over the whole width
+    out = stretch_ink_batch(ink, torch.tensor([4, 8]), 1.0)
+    assert torch.allclose(out[0, :, :, :4], stretch_ink(ink[0, :, :, :4], 1.0))  # padding not counted
+    assert torch.allclose(out[1], torch.ones(1, 4, 8))
+    blank = stretch_ink_batch(torch.zeros(1, 1, 4, 4), torch.tensor([4]), 0.99)
+    assert torch.equal(blank, torch.zeros(1, 1, 4, 4))  # next to no ink: unchanged
+
+
+def test_stretched_w_input_hides_the_ink_level_and_restarts_a_raw_w(two_writers_lmdb, tmp_path, capsys):
+    torch.manual_seed(0)
+    raw = make_trainer(two_writers_lmdb, tmp_path, w_wid=1.0)
+    real = raw.collate([raw.dataset[i] for i in range(8)])
+    ink, w = real["images"], real["widths"]
+    faint = (ink * 0.5) * 2 - 1  # the same strokes at half the darkness
+    assert not torch.allclose(raw.w_view(faint, w), raw.w_view(ink * 2 - 1, w))
+    raw.save()
+    st = make_trainer(two_writers_lmdb, tmp_path, w_wid=1.0, w_input="stretched")
+    assert torch.allclose(st.w_view(faint, w), st.w_view(ink * 2 - 1, w), atol=1e-5)
+    fresh = [p.detach().clone() for p in st.W.parameters()]
+    st.resume(tmp_path / "last.pt")  # W was trained on raw words: not reused
+    assert all(torch.equal(a, b) for a, b in zip(fresh, st.W.parameters()))
+    assert "W starts afresh" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="w_input"):
+        make_trainer(two_writers_lmdb, tmp_path / "x", w_wid=1.0, w_input="binary")
+
+
 def test_writer_identity_resumes_weights_without_a_classifier_and_needs_writer_ids(two_writers_lmdb, words_lmdb,
                                                                                    tmp_path):
     plain = make_trainer(two_writers_lmdb, tmp_path / "plain", checkpoint_every=2, sample_every=1000)

@@ -74,6 +74,13 @@ DEFAULTS: dict = {
         # from weights without W first gets a W worth listening to). lr_w = 0 holds W fixed (a
         # config's learning rates apply on resume too; W has no batch statistics).
         "w_wid": 0.0, "wid_start": 0, "lr_w": 2e-4,
+        # w_input: what W reads (training, writer identity and contextual loss alike). "raw": the
+        # words as they are. "stretched": each word's ink scaled so that its 0.99 quantile is full
+        # ink (images.stretch_ink_batch), since a W trained on raw Copiste words told writers
+        # apart by their page's ink level (accuracy 0.79 -> 0.11 once the same words were
+        # stretched; checkpoints/gan_v11/README.md), a cue G cannot take from E(x). A checkpoint's
+        # W trained on other inputs is not reused: W starts afresh (set wid_start after the resume).
+        "w_input": "raw",
         # w_cx: contextual loss (contextual.py, HiGAN+): every local feature of x, in W's feature
         # map after cx_stage down-sampling stages, must have a close match somewhere in G's new
         # text in E(x): x's letter shapes without alignment. Needs W (w_wid > 0); counts from

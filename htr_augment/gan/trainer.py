@@ -19,6 +19,7 @@ One iteration consumes one new real batch:
 """
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from recognizer.model import CRNN, column_keep
 
 from ..alphabet import Alphabet
 from ..data.credit import data_credit
-from ..images import encode_png, to_uint8
+from ..images import encode_png, stretch_ink_batch, to_uint8
 from ..training import (CheckpointError, DistInfo, MetricsLogger, all_gather_objects, all_reduce_sum, broadcast_object,
                         check_alphabet, load_checkpoint, make_checkpoint,
                         rng_state, save_checkpoint, seed_everything, set_rng_state, StopRequest, ignore_sigint)
@@ -112,6 +113,8 @@ def masked_l1(a: torch.Tensor, b: torch.Tensor, widths: torch.Tensor) -> torch.T
 
 # train.cx_on -> the chunk of G's words (in g_step) that the contextual loss compares with x.
 CX_ON = {"reconstruction": 0, "new_text": 1}
+W_INPUTS = ("raw", "stretched")  # train.w_input: what the writer classifier reads
+W_INK_QUANTILE = 0.99  # w_input = "stretched": this quantile of a word's ink becomes full ink
 
 
 class GanTrainer:
@@ -142,6 +145,8 @@ class GanTrainer:
                                  f"stages 1 to {self.W.stages}")
             if t["cx_on"] not in CX_ON:
                 raise ValueError(f"train.cx_on = {t['cx_on']!r}: one of {', '.join(CX_ON)}")
+            if t["w_input"] not in W_INPUTS:
+                raise ValueError(f"train.w_input = {t['w_input']!r}: one of {', '.join(W_INPUTS)}")
             self.opt_w = torch.optim.Adam(self.W.parameters(), lr=t["lr_w"], betas=(0.5, 0.999))
         self.recognizer_config = recognizer_config
         self.ema = EMA(self.G, t["ema_decay"])
@@ -286,7 +291,11 @@ class GanTrainer:
                 if not warm:
                     raise CheckpointError(f"{path}: the {name} optimizer's parameter groups differ from this "
                                           "config's (train.lr_char_style?); start from it with --init-from") from None
-        if self.W is not None and "writer_classifier" in ckpt["models"]:
+        w_input = ckpt["config"]["train"].get("w_input", "raw")
+        if self.W is not None and "writer_classifier" in ckpt["models"] and w_input != self.config["train"]["w_input"]:
+            print(f"{path}: its writer classifier read {w_input!r} words, this config's reads "
+                  f"{self.config['train']['w_input']!r} ones: W starts afresh", file=sys.stderr)
+        elif self.W is not None and "writer_classifier" in ckpt["models"]:
             if ckpt["extra"].get("writer_ids") != self.writer_ids:
                 raise CheckpointError(f"{path}: its writer classifier was trained on other writers than those of "
                                       "the training LMDB")
@@ -352,11 +361,17 @@ class GanTrainer:
         self.opt_d.step()
         return {"loss/d_real": loss_real, "loss/d_fake": loss_fake}
 
+    def w_view(self, x: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+        """Words (tanh space) as the writer classifier reads them (train.w_input)."""
+        if self.config["train"]["w_input"] == "raw":
+            return x
+        return stretch_ink_batch((x + 1) / 2, widths, W_INK_QUANTILE) * 2 - 1
+
     def w_step(self, real_x, real_w, real) -> dict[str, torch.Tensor]:
         """W: cross-entropy on the real batch's writers (real words only, like R)."""
         target = self.writer_targets(real)
         self.W_train.train()
-        logits = self.W_train(real_x, real_w)
+        logits = self.W_train(self.w_view(real_x, real_w), real_w)
         loss, acc = writer_loss(logits, target)  # every rank steps, even on a batch without writer ids (DDP)
         self.opt_w.zero_grad(set_to_none=True)
         loss.backward()
@@ -407,14 +422,16 @@ class GanTrainer:
         if self.W is not None and self.step >= t["wid_start"]:
             # New text in E(x) (chunk b) must look like x's writer's hand (W's weights get no gradient:
             # the balancer differentiates with respect to the image only).
-            losses["loss/g_wid"], losses["acc/g_wid"] = writer_loss(self.W(fake[B:2 * B], widths[B:2 * B]),
+            new_text, new_widths = self.w_view(fake[B:2 * B], widths[B:2 * B]), widths[B:2 * B]
+            losses["loss/g_wid"], losses["acc/g_wid"] = writer_loss(self.W(new_text, new_widths),
                                                                     self.writer_targets(real))
             if t["w_cx"] > 0:  # x's local shapes, anywhere in one of G's words in E(x) (train.cx_on)
                 stage = t["cx_stage"]
                 with torch.no_grad():
-                    style_map, style_valid = self.W.feature_map(real_x, real_w, stage)
+                    style_map, style_valid = self.W.feature_map(self.w_view(real_x, real_w), real_w, stage)
                 c = CX_ON[t["cx_on"]] * B  # the chunk compared with x: its reconstruction or a new text
-                fake_map, fake_valid = self.W.feature_map(fake[c:c + B], widths[c:c + B], stage)
+                fake_map, fake_valid = self.W.feature_map(self.w_view(fake[c:c + B], widths[c:c + B]),
+                                                          widths[c:c + B], stage)
                 losses["loss/g_cx"] = contextual_loss(fake_map, fake_valid, style_map, style_valid,
                                                       t["cx_bandwidth"])
         check_finite(losses, self.step + 1)  # before G's update: a NaN never reaches its weights
