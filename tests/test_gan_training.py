@@ -147,6 +147,26 @@ def test_resume_continues_exactly(words_lmdb, tmp_path):
     assert kept["step"] == 4
 
 
+def test_resume_at_another_batch_size_rescales_the_balancer_s_running_stds(words_lmdb, tmp_path):
+    torch.manual_seed(0)
+    big = make_trainer(words_lmdb, tmp_path, batch_size=16, g_every=1, checkpoint_every=2, sample_every=1000)
+    big.fit(2)
+    saved = dict(big.balancer.std)
+    assert saved
+    small = make_trainer(words_lmdb, tmp_path, batch_size=4, g_every=1, checkpoint_every=1000, sample_every=1000)
+    small.resume(tmp_path / "last.pt")
+    # a mean over the batch: the image gradients' std is 4 times larger at a quarter of the batch
+    assert small.balancer.std == pytest.approx({k: 4 * v for k, v in saved.items()})
+    real = small.collate([small.dataset[i] for i in range(4)])
+    small.step = 3
+    _, stats = small.g_step(real["images"] * 2 - 1, real["widths"], real, [])
+    for k in saved:  # the rescaled running std matches what batch 4 actually measures (within noise)
+        assert 0.25 < stats[f"std_grad_{k}"] / small.balancer.std[k] < 4, k
+    same = make_trainer(words_lmdb, tmp_path, batch_size=16, checkpoint_every=1000, sample_every=1000)
+    same.resume(tmp_path / "last.pt")
+    assert same.balancer.std == saved
+
+
 def test_a_signal_stops_training_after_the_step_with_a_checkpoint(words_lmdb, tmp_path):
     import os
     import signal

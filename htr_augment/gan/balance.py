@@ -63,5 +63,9 @@ class GradientBalancer:
     def state_dict(self) -> dict:
         return {"std": dict(self.std)}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.std = {k: float(v) for k, v in state.get("std", {}).items()}
+    def load_state_dict(self, state: dict, batch_ratio: float = 1.0) -> None:
+        """batch_ratio: the saving run's batch size / this run's. Every term is a mean over the
+        batch, so its image gradient's std scales as 1 / batch: a running std kept from batch 64
+        would be 4 times too small at 16, and G's first hundreds of steps 4 times too large (seen
+        when stage 11's GPU checkpoint resumed on the CPU: live R-CER 0.007 -> 0.18 in 20 G steps)."""
+        self.std = {k: float(v) * batch_ratio for k, v in state.get("std", {}).items()}

@@ -306,7 +306,8 @@ class GanTrainer:
         self.g_steps = ckpt["extra"].get("g_steps", self.step)
         if self.config["style"]["fitted_prior"] and self.g_steps > 0:
             self.fitted_prior = ckpt["extra"].get("style_prior")
-        self.balancer.load_state_dict(ckpt["extra"].get("balancer", {}))
+        saved_batch = ckpt["config"]["train"].get("batch_size", self.config["train"]["batch_size"])
+        self.balancer.load_state_dict(ckpt["extra"].get("balancer", {}), saved_batch / self.config["train"]["batch_size"])
         if len(ckpt["rng"]) > self.dist.rank:
             set_rng_state(ckpt["rng"][self.dist.rank])
 
