@@ -689,3 +689,25 @@ def test_contextual_loss_compares_x_with_the_chosen_word_in_its_style(two_writer
     B = real["images"].shape[0]
     assert torch.equal(compared[0], real["images"] * 2 - 1)  # x itself, then G's word
     assert torch.equal(compared[1], generated[0][chunk * B:(chunk + 1) * B])
+
+
+def test_writer_probe_reports_w_on_five_views_and_a_fresh_w(two_writers_lmdb, words_lmdb, tmp_path, capsys):
+    import json
+
+    from htr_augment.gan.writer_probe import main as probe_main
+    tr = make_trainer(two_writers_lmdb, tmp_path / "w", w_wid=1.0, checkpoint_every=2, sample_every=1000)
+    tr.fit(2)
+    out = tmp_path / "probe.json"
+    assert probe_main([str(tmp_path / "w" / "last.pt"), "--train", str(two_writers_lmdb), "--words", "16",
+                       "--fresh", "2", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["step"] == 2 and result["w_input"] == "raw"
+    assert set(result["trained_w"]) == {"real", "real, ink stretched", "real, half ink", "G reconstruction (EMA)",
+                                        "G new text (EMA)"}
+    assert all(0 <= r["acc"] <= 1 and r["ce"] > 0 for r in result["trained_w"].values())
+    assert set(result["fresh_w"]) == {"raw", "stretched"}
+    assert "new W on stretched words, 2 steps" in capsys.readouterr().out
+    plain = make_trainer(words_lmdb, tmp_path / "plain", checkpoint_every=1, sample_every=1000)
+    plain.fit(1)
+    assert probe_main([str(tmp_path / "plain" / "last.pt"), "--train", str(words_lmdb)]) == 2
+    assert "trained without a writer classifier" in capsys.readouterr().err

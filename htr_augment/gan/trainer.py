@@ -103,6 +103,11 @@ def writer_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
     return loss, acc
 
 
+def stretch_for_w(x: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    """Words in tanh space with each one's ink stretched (train.w_input = "stretched")."""
+    return stretch_ink_batch((x + 1) / 2, widths, W_INK_QUANTILE) * 2 - 1
+
+
 def masked_l1(a: torch.Tensor, b: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference over each word's valid columns."""
     W = max(a.shape[-1], b.shape[-1])
@@ -364,9 +369,7 @@ class GanTrainer:
 
     def w_view(self, x: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
         """Words (tanh space) as the writer classifier reads them (train.w_input)."""
-        if self.config["train"]["w_input"] == "raw":
-            return x
-        return stretch_ink_batch((x + 1) / 2, widths, W_INK_QUANTILE) * 2 - 1
+        return x if self.config["train"]["w_input"] == "raw" else stretch_for_w(x, widths)
 
     def w_step(self, real_x, real_w, real) -> dict[str, torch.Tensor]:
         """W: cross-entropy on the real batch's writers (real words only, like R)."""
