@@ -67,5 +67,5 @@ class GradientBalancer:
         """batch_ratio: the saving run's batch size / this run's. Every term is a mean over the
         batch, so its image gradient's std scales as 1 / batch: a running std kept from batch 64
         would be 4 times too small at 16, and G's first hundreds of steps 4 times too large (seen
-        when stage 11's GPU checkpoint resumed on the CPU: live R-CER 0.007 -> 0.18 in 20 G steps)."""
+        when stage 11's GPU checkpoint resumed on the CPU: live R-CER 0.012 -> 0.18 in 20 G steps)."""
         self.std = {k: float(v) * batch_ratio for k, v in state.get("std", {}).items()}
