@@ -2,7 +2,8 @@
 
 One iteration consumes one new real batch:
   1. D: hinge loss on DiffAugment-ed real words and generated ones (G not updated); with
-     train.w_wid, the writer classifier W: cross-entropy on the real batch's writers.
+     train.w_wid, the writer classifier W: cross-entropy on the real batch's writers (as
+     train.w_input has it read them: raw, or with their ink stretched).
   2. R: CTC on the real batch, unless R is frozen; R never sees a generated image in its
      own update. With recognizer.pretrain_steps, R first trains alone for that many
      iterations, in G's geometry.
@@ -298,8 +299,9 @@ class GanTrainer:
                                           "config's (train.lr_char_style?); start from it with --init-from") from None
         w_input = ckpt["config"]["train"].get("w_input", "raw")
         if self.W is not None and "writer_classifier" in ckpt["models"] and w_input != self.config["train"]["w_input"]:
-            print(f"{path}: its writer classifier read {w_input!r} words, this config's reads "
-                  f"{self.config['train']['w_input']!r} ones: W starts afresh", file=sys.stderr)
+            if self.dist.is_main:
+                print(f"{path}: its writer classifier read {w_input!r} words, this config's reads "
+                      f"{self.config['train']['w_input']!r} ones: W starts afresh", file=sys.stderr)
         elif self.W is not None and "writer_classifier" in ckpt["models"]:
             if ckpt["extra"].get("writer_ids") != self.writer_ids:
                 raise CheckpointError(f"{path}: its writer classifier was trained on other writers than those of "
@@ -426,8 +428,8 @@ class GanTrainer:
         if self.W is not None and self.step >= t["wid_start"]:
             # New text in E(x) (chunk b) must look like x's writer's hand (W's weights get no gradient:
             # the balancer differentiates with respect to the image only).
-            new_text, new_widths = self.w_view(fake[B:2 * B], widths[B:2 * B]), widths[B:2 * B]
-            losses["loss/g_wid"], losses["acc/g_wid"] = writer_loss(self.W(new_text, new_widths),
+            new_w = widths[B:2 * B]
+            losses["loss/g_wid"], losses["acc/g_wid"] = writer_loss(self.W(self.w_view(fake[B:2 * B], new_w), new_w),
                                                                     self.writer_targets(real))
             if t["w_cx"] > 0:  # x's local shapes, anywhere in one of G's words in E(x) (train.cx_on)
                 stage = t["cx_stage"]
