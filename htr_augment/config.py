@@ -14,9 +14,10 @@ class ConfigError(ValueError):
 
 def load_config(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A TOML file as a dict. A top-level `extends = "other.toml"` (relative to this file) reads
-    that file first and lays this one over it, so a variant states only what it changes. Paths
-    inside a config keep their own rule (e.g. a benchmark's `recognizer` is relative to the file
-    named on the command line), so extend configs of the same folder."""
+    that file first and lays this one over it, so a variant states only what it changes; a list
+    (`extends = ["stage.toml", "gpu_batch64.toml"]`) lays each over the one before, then this file.
+    Paths inside a config keep their own rule (e.g. a benchmark's `recognizer` is relative to the
+    file named on the command line), so extend configs of the same folder."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -26,17 +27,22 @@ def load_config(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[
         raise ConfigError(f"{path}: config file not found{where}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})") from None
-    base = data.pop("extends", None)
-    if base is None:
+    bases = data.pop("extends", None)
+    if bases is None:
         return data
-    if not isinstance(base, str):
-        raise ConfigError(f"{path}: 'extends' must be a file name")
+    if isinstance(bases, str):
+        bases = [bases]
+    if not (isinstance(bases, list) and bases and all(isinstance(b, str) for b in bases)):
+        raise ConfigError(f"{path}: 'extends' must be a file name or a list of file names")
     chain = _chain + (path.resolve(),)
-    base_path = path.parent / base
-    if base_path.resolve() in chain:
-        raise ConfigError(f"{path}: 'extends' makes a cycle: "
-                          + " -> ".join(str(p) for p in chain + (base_path.resolve(),)))
-    return _overlay(load_config(base_path, chain), data)
+    out: dict[str, Any] = {}
+    for base in bases:
+        base_path = path.parent / base
+        if base_path.resolve() in chain:
+            raise ConfigError(f"{path}: 'extends' makes a cycle: "
+                              + " -> ".join(str(p) for p in chain + (base_path.resolve(),)))
+        out = _overlay(out, load_config(base_path, chain))
+    return _overlay(out, data)
 
 
 def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

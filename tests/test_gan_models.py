@@ -193,6 +193,14 @@ def test_config_extends_another_and_states_only_its_changes(tmp_path):
     (tmp_path / "c2.toml").write_text("[train]\nalpha = 2.0\n")
     with pytest.raises(ConfigError, match="unknown key 'alpah'"):  # typos still caught after the overlay
         load_gan_config(tmp_path / "d.toml")
+    # a list: each base over the one before, then the file itself
+    (tmp_path / "gpu.toml").write_text("[train]\nbatch_size = 64\nalpha = 9.0\n")
+    (tmp_path / "both.toml").write_text('extends = ["child.toml", "gpu.toml"]\n[train]\nlr_g = 1e-4\n')
+    both = load_gan_config(tmp_path / "both.toml")["train"]
+    assert (both["batch_size"], both["alpha"], both["lr_g"]) == (64, 9.0, 1e-4)
+    (tmp_path / "e.toml").write_text('extends = ["base.toml", 3]\n')
+    with pytest.raises(ConfigError, match="a file name or a list of file names"):
+        load_gan_config(tmp_path / "e.toml")
 
 
 def test_ema_warms_up_then_averages():
