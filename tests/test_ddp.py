@@ -42,6 +42,7 @@ def _worker(rank: int, world: int, rendezvous: str, train_path: str, val_path: s
         model, alphabet, _ = load_recognizer(Path(out) / "last.pt")
         counts, _ = evaluate(model, LmdbWordDataset(val_path), alphabet, batch_size=2)
         torch.save({"counts": counts.as_list(), "params": local}, Path(out) / f"rank{rank}.pt")
+        dist.barrier()  # neither rank tears Gloo down while the other still talks (one SIGABRT seen in CI)
     finally:
         dist.destroy_process_group()
 
