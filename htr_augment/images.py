@@ -76,8 +76,7 @@ def stretch_ink(ink: torch.Tensor, quantile: float) -> torch.Tensor:
     """An image (1, H, W) in ink space (ink = 1) with its ink scaled so that the `quantile` of its
     pixel values becomes full ink, clipped to 1: faint strokes made as dark as a pen's, the
     background (0) unchanged. An image whose quantile is below 0.05 (next to no ink) is returned as is."""
-    level = float(torch.quantile(ink.float().flatten(), check_ink_quantile(quantile)))
-    return ink if level < 0.05 else (ink / level).clamp(0, 1)
+    return stretch_ink_batch(ink[None], torch.tensor([ink.shape[-1]]), quantile)[0]
 
 
 def stretch_ink_batch(ink: torch.Tensor, widths: torch.Tensor, quantile: float) -> torch.Tensor:

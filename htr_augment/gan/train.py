@@ -19,6 +19,7 @@ from pathlib import Path
 from ..config import ConfigError
 from ..data import LmdbWordDataset
 from ..training import CheckpointError, cleanup_distributed, init_distributed
+from ..training.stop import check_time_limit
 from .config import load_gan_config
 from .trainer import GanTrainer, NonFiniteLoss
 
@@ -59,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.init_from and (out / "last.pt").is_file():
             raise CheckpointError(f"--init-from: {out / 'last.pt'} exists; continue that run with --resume, "
                                   "or choose another --out")
-        if args.time_limit is not None and args.time_limit <= 0:
-            raise ValueError(f"--time-limit {args.time_limit}: give a positive number of seconds")
+        check_time_limit(args.time_limit, "--time-limit")  # before the data are read
         config = load_gan_config(args.config)
         d = config["data"]
         dist = init_distributed(args.device)

@@ -605,7 +605,8 @@ class GanTrainer:
                         if t["keep_every"] and self.step % t["keep_every"] == 0:
                             names.append(f"step{self.step:07d}.pt")
                         self.interrupted = stop_request.agreed()  # a signal or the time limit: checkpoint now, then stop
-                        self.stop_reason = "signal" if stop_request.requested else "time limit"
+                        if self.interrupted:
+                            self.stop_reason = "signal" if stop_request.requested else "time limit"
                         if self.step % t["checkpoint_every"] == 0 or self.step == max_steps or self.interrupted:
                             names.append("last.pt")
                             logger.flush()

@@ -10,6 +10,12 @@ import torch
 from .distributed import all_reduce_sum
 
 
+def check_time_limit(seconds: float | None, name: str = "time limit") -> None:
+    """None (no limit) or a positive number of seconds; a clear error otherwise."""
+    if seconds is not None and seconds <= 0:
+        raise ValueError(f"{name} {seconds}: give a positive number of seconds")
+
+
 class StopRequest:
     """SIGINT/SIGTERM ask the loop to finish its step, checkpoint and return; a second one
     interrupts at once. Under DDP the ranks agree (all-reduce) on the step to stop after,
@@ -21,8 +27,7 @@ class StopRequest:
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, time_limit: float | None = None):
-        if time_limit is not None and time_limit <= 0:
-            raise ValueError(f"time limit {time_limit} s: give a positive number of seconds")
+        check_time_limit(time_limit)
         self.requested = False
         self.deadline = None if time_limit is None else time.monotonic() + time_limit
         self._previous: dict = {}
