@@ -77,7 +77,7 @@ DEFAULTS: dict = {
         # w_input: what W reads (training, writer identity and contextual loss alike). "raw": the
         # words as they are. "stretched": each word's ink scaled so that its 0.99 quantile is full
         # ink (images.stretch_ink_batch), since a W trained on raw Copiste words told writers
-        # apart by their page's ink level (accuracy 0.79 -> 0.11 once the same words were
+        # apart by their page's ink level (accuracy 0.79 -> 0.06 once the same words were
         # stretched; checkpoints/gan_v11/README.md), a cue G cannot take from E(x). A checkpoint's
         # W trained on other inputs is not reused: W starts afresh (set wid_start after the resume).
         "w_input": "raw",
