@@ -691,7 +691,7 @@ def test_contextual_loss_compares_x_with_the_chosen_word_in_its_style(two_writer
     assert torch.equal(compared[1], generated[0][chunk * B:(chunk + 1) * B])
 
 
-def test_writer_probe_reports_w_on_five_views_and_a_fresh_w(two_writers_lmdb, words_lmdb, tmp_path, capsys):
+def test_writer_probe_reports_w_on_seven_views_and_a_fresh_w(two_writers_lmdb, words_lmdb, tmp_path, capsys):
     import json
 
     from htr_augment.gan.writer_probe import main as probe_main
@@ -703,8 +703,10 @@ def test_writer_probe_reports_w_on_five_views_and_a_fresh_w(two_writers_lmdb, wo
     result = json.loads(out.read_text())
     assert result["step"] == 2 and result["w_input"] == "raw"
     assert set(result["trained_w"]) == {"real", "real, ink stretched", "real, half ink", "G reconstruction (EMA)",
-                                        "G new text (EMA)"}
+                                        "G new text (EMA)", "G reconstruction (live)", "G new text (live)"}
     assert all(0 <= r["acc"] <= 1 and r["ce"] > 0 for r in result["trained_w"].values())
+    # the live G is probed, not the EMA twice (they differ after two steps)
+    assert result["trained_w"]["G reconstruction (live)"] != result["trained_w"]["G reconstruction (EMA)"]
     assert set(result["fresh_w"]) == {"raw", "stretched"}
     assert "new W on stretched words, 2 steps" in capsys.readouterr().out
     plain = make_trainer(words_lmdb, tmp_path / "plain", checkpoint_every=1, sample_every=1000)

@@ -5,9 +5,10 @@
 
 W's writer-identity and contextual terms only move letter shapes if W tells writers apart by
 shape. The probe measures W's cross-entropy and accuracy on real training words as they are, with
-each word's ink stretched to full (train.w_input = "stretched"), at half their ink, and on the EMA
-G's reconstructions G(E(x), text(x)) and new texts in E(x). A W whose accuracy collapses once the
-ink is stretched reads the page's ink level, a cue G cannot take from E(x).
+each word's ink stretched to full (train.w_input = "stretched"), at half their ink, and on G's
+reconstructions G(E(x), text(x)) and new texts in E(x), by the EMA and by the live G and E. A W
+whose accuracy collapses once the ink is stretched reads the page's ink level, a cue G cannot take
+from E(x).
 
 --fresh N trains a new W for N steps (batch 64) on 9 words in 10 for each input view ("raw",
 "stretched") and reports its accuracy on the 10th words (unseen words of the same writers), as they
@@ -53,20 +54,23 @@ def mean(rows: list[tuple[float, float]]) -> dict[str, float]:
 
 @torch.no_grad()
 def probe_trained(tr: GanTrainer, words: int, batch: int = 64, seed: int = 1) -> dict[str, dict[str, float]]:
-    """The checkpoint's W on `words` random training words in five views (each then read as W reads)."""
+    """The checkpoint's W on `words` random training words in seven views (each then read as W reads)."""
     dev, ds, px = tr.dist.device, tr.dataset, tr.G.px_per_char
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:words].tolist()
-    G, rows = tr.ema.model.eval(), {}
+    # the EMA and the live generator together: a stage shorter than the EMA's horizon shows in the live G first
+    generators = {"EMA": (tr.ema.model.eval(), tr.ema_e.model.eval()), "live": (tr.G.eval(), tr.E.eval())}
+    rows: dict[str, list[tuple[float, float]]] = {}
     for s in range(0, len(idx), batch):
         real = tr.collate([ds[i] for i in idx[s:s + batch]])
         ink, w, target = real["images"].to(dev), real["widths"].to(dev), tr.writer_targets(real)
         x = ink * 2 - 1
-        style, _ = tr.ema_e.model(x, w)
         tokens, lengths, _ = (v.to(dev) for v in encode_texts(real["texts"], tr.alphabet))
         _, new_tokens, new_lengths, _, _ = tr._fake_inputs(len(target), f"probe{s}")
-        views = {"real": (x, w), "real, ink stretched": (stretch_for_w(x, w), w), "real, half ink": (ink - 1, w),
-                 "G reconstruction (EMA)": (G(tokens, lengths, style), lengths * px),
-                 "G new text (EMA)": (G(new_tokens, new_lengths, style), new_lengths * px)}
+        views = {"real": (x, w), "real, ink stretched": (stretch_for_w(x, w), w), "real, half ink": (ink - 1, w)}
+        for name, (G, E) in generators.items():
+            style, _ = E(x, w)
+            views[f"G reconstruction ({name})"] = (G(tokens, lengths, style), lengths * px)
+            views[f"G new text ({name})"] = (G(new_tokens, new_lengths, style), new_lengths * px)
         for name, (v, vw) in views.items():
             ce, acc = writer_loss(tr.W(tr.w_view(v, vw), vw), target)
             rows.setdefault(name, []).append((float(ce), float(acc)))
