@@ -143,6 +143,18 @@ def test_cli_writes_in_the_hand_of_style_images(styled_ckpt, tmp_path):
     assert rc == 0 and (tmp_path / "one.png").is_file()
 
 
+def test_cli_is_reproducible_from_its_seed(styled_ckpt, tmp_path):
+    # styles *and* the words' layout come from --seed (the layout was once drawn unseeded)
+    style = write_png(tmp_path / "a.png", "maison")
+
+    def png(name: str, *extra: str) -> bytes:
+        assert generate_cli(["chat rue mot", "-c", str(styled_ckpt), *extra, "-o", str(tmp_path / name)]) == 0
+        return (tmp_path / name).read_bytes()
+
+    assert png("a.png", "-n", "2") == png("b.png", "-n", "2") != png("c.png", "-n", "2", "--seed", "5")
+    assert png("sa.png", "--style", style) == png("sb.png", "--style", style)
+
+
 def test_cli_style_temperature_spreads_the_rows(styled_ckpt, tmp_path, capsys):
     rows = {}
     for t in ("1", "3"):

@@ -34,9 +34,11 @@ def stack_rows(rows: list[np.ndarray], height: int, margin: int = 8) -> np.ndarr
 
 
 def style_grid(gen: WordGenerator, text: str, n: int, seed: int, margin: int = 8) -> np.ndarray:
-    """uint8 image: `text` written in `n` styles (row i uses style i of `seed`)."""
+    """uint8 image: `text` written in `n` styles (row i uses style i of `seed`). Every row takes the
+    one word layout (gaps, baseline offsets) drawn from `seed`, so rows differ by style alone and a
+    seed gives the same image every time."""
     z = gen.sample_z(n, seed)
-    rows = [to_uint8(gen.generate_line(text, z=z[i:i + 1])) for i in range(n)]
+    rows = [to_uint8(gen.generate_line(text, z=z[i:i + 1], seed=seed)) for i in range(n)]
     return stack_rows(rows, gen.height, margin)
 
 
@@ -51,13 +53,14 @@ def read_style_images(paths: list[str]) -> list:
 
 
 def styled_line(gen: WordGenerator, text: str, images: list, texts: list[str] | None,
-                margin: int = 8) -> np.ndarray:
-    """uint8 image: `text` in the hand of the word `images` (their mean style, as generate(style=))."""
+                seed: int = 0, margin: int = 8) -> np.ndarray:
+    """uint8 image: `text` in the hand of the word `images` (their mean style, as generate(style=)),
+    its word layout drawn from `seed`."""
     if not gen.has_style_encoder:
         raise ValueError(f"{gen.info.get('path', 'these weights')}: these generator weights have no style "
                          "encoder (trained before styles from images existed); --style needs weights trained with one")
     z = gen.encode_styles(images, texts).mean(0, keepdim=True)
-    return stack_rows([to_uint8(gen.generate_line(text, z=z))], gen.height, margin)
+    return stack_rows([to_uint8(gen.generate_line(text, z=z, seed=seed))], gen.height, margin)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("text", help="the text to write (words are generated one by one in the same style)")
     p.add_argument("--checkpoint", "-c", help="GAN checkpoint (default: the weights shipped in the package)")
     p.add_argument("-n", type=int, help="number of styles (rows) drawn from --seed, default 8")
-    p.add_argument("--seed", type=int, default=0, help="style seed, default %(default)s")
+    p.add_argument("--seed", type=int, default=0, help="seed of the styles and of the words' layout (gaps, "
+                   "baseline offsets), default %(default)s: a seed gives the same image every time")
     p.add_argument("--style", action="append", metavar="IMAGE",
                    help="a real word image to imitate (repeat for a few words of one hand)")
     p.add_argument("--style-text", action="append", metavar="TEXT",
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         gen = WordGenerator.load(args.checkpoint, device=args.device)
         gen.style_temperature = gen.resolve_style_temperature(args.style_temperature)
         if images is not None:
-            grid = styled_line(gen, args.text, images, args.style_text)
+            grid = styled_line(gen, args.text, images, args.style_text, args.seed)
         else:
             grid = style_grid(gen, args.text, args.n, args.seed)
     except (CheckpointError, AlphabetError, ValueError, OSError) as e:
