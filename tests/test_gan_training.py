@@ -555,6 +555,12 @@ def test_resume_takes_the_config_s_learning_rates_and_lr_w_0_holds_w_fixed(two_w
     acc = frozen.w_step(x, real["widths"], real)["acc/w_real"]  # W still reads the batch (logged)...
     assert 0.0 <= float(acc) <= 1.0
     assert all(torch.equal(a, b) for a, b in zip(before, frozen.W.parameters()))  # ...but does not move
+    losses, _ = frozen.g_step(x, real["widths"], real, frozen.config["train"]["diffaugment"])
+    assert "loss/g_wid" in losses  # G is still judged by the fixed W...
+    assert all(p.grad is None for p in frozen.W.parameters())  # ...without W's weight gradients
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in frozen.G.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, frozen.W.parameters()))
+    assert all(p.grad is not None for p in tr.W.parameters())  # a learning W (lr_w > 0) gets them
 
 
 def test_stretch_ink_batch_measures_each_word_on_its_own_columns():

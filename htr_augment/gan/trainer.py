@@ -143,6 +143,7 @@ class GanTrainer:
         self.R = CRNN(recognizer_config, len(alphabet)).to(dev)  # the project's recognizer, not a second one
         self.writer_ids = self._writer_ids(config, dataset)
         self.W: WriterClassifier | None = None
+        self.w_frozen = False
         if self.writer_ids:
             self.W = WriterClassifier(len(self.writer_ids), base=config["style"]["base"]).to(dev)
             self.writer_index = {w: i for i, w in enumerate(self.writer_ids)}
@@ -154,6 +155,11 @@ class GanTrainer:
             if t["w_input"] not in W_INPUTS:
                 raise ValueError(f"train.w_input = {t['w_input']!r}: one of {', '.join(W_INPUTS)}")
             self.opt_w = torch.optim.Adam(self.W.parameters(), lr=t["lr_w"], betas=(0.5, 0.999))
+            # lr_w = 0 holds W fixed: no weight gradients at all (G's losses still reach G through
+            # W's activations), and W's own step only reads the batch for the log: its backward
+            # pass and Adam step at learning rate 0 were work that changed nothing.
+            self.w_frozen = t["lr_w"] == 0
+            self.W.requires_grad_(not self.w_frozen)
         self.recognizer_config = recognizer_config
         self.ema = EMA(self.G, t["ema_decay"])
         self.ema_e = EMA(self.E, t["ema_decay"]) if self.E is not None else None
@@ -172,7 +178,8 @@ class GanTrainer:
         if dist.distributed:
             ids = [dev.index] if dev.type == "cuda" else None
             self.G_train, self.D_train, self.R_train = (DDP(m, device_ids=ids) for m in (self.G, self.D, self.R))
-            self.W_train = DDP(self.W, device_ids=ids) if self.W is not None else None
+            self.W_train = (DDP(self.W, device_ids=ids) if self.W is not None and not self.w_frozen
+                            else self.W)  # DDP refuses a module with nothing to train
         else:
             self.G_train, self.D_train, self.R_train, self.W_train = self.G, self.D, self.R, self.W
         self.collate = CanonicalCollate(alphabet, config["data"]["px_per_char"])
@@ -377,6 +384,10 @@ class GanTrainer:
         """W: cross-entropy on the real batch's writers (real words only, like R)."""
         target = self.writer_targets(real)
         self.W_train.train()
+        if self.w_frozen:
+            with torch.no_grad():
+                return dict(zip(("loss/w_real_ce", "acc/w_real"),
+                                writer_loss(self.W_train(self.w_view(real_x, real_w), real_w), target)))
         logits = self.W_train(self.w_view(real_x, real_w), real_w)
         loss, acc = writer_loss(logits, target)  # every rank steps, even on a batch without writer ids (DDP)
         self.opt_w.zero_grad(set_to_none=True)
