@@ -358,7 +358,7 @@ def test_default_weights_warn_when_their_evaluation_says_illegible(words_lmdb, t
         assert [("CER 0.90" in str(w.message)) for w in caught] == ([True] if warns else [])
 
 
-def _gan_worker(rank, world, rendezvous, words_lmdb, out):
+def _gan_worker(rank, world, rendezvous, words_lmdb, out, train=None):
     import torch.distributed as dist
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
@@ -366,14 +366,14 @@ def _gan_worker(rank, world, rendezvous, words_lmdb, out):
         from htr_augment.training import init_distributed
         info = init_distributed("cpu")
         config = load_gan_config(REPO / "configs" / "gan" / "tiny.toml")
-        config["train"].update(checkpoint_every=3, sample_every=1000, log_every=1)
+        config["train"].update(checkpoint_every=3, sample_every=1000, log_every=1, **(train or {}))
         ds = LmdbWordDataset(words_lmdb, height=32)
         from recognizer.config import make_config
         tr = GanTrainer(config, make_config(R_TINY), ds, ds.alphabet, out, info, progress=False)
         tr.fit(3)
         vec = torch.nn.utils.parameters_to_vector
-        torch.save({m: vec(getattr(tr, m).parameters()).detach() for m in ("G", "D", "R", "E")},
-                   f"{out}/rank{rank}.pt")
+        torch.save({m: vec(getattr(tr, m).parameters()).detach() for m in ("G", "D", "R", "E", "W")
+                    if getattr(tr, m) is not None}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -388,6 +388,17 @@ def test_two_gloo_ranks_keep_identical_gan_weights(words_lmdb, tmp_path):
     assert ckpt["step"] == 3 and len(ckpt["rng"]) == 2
     # 48 words, 2 ranks, batches of 8: 3 batches per rank per epoch.
     assert (ckpt["epoch"], ckpt["batch_in_epoch"]) == (0, 3)
+
+
+def test_two_gloo_ranks_share_one_fixed_writer_classifier(two_writers_lmdb, tmp_path):
+    # lr_w = 0: W is not wrapped in DDP, so its (seeded per rank) start is broadcast from rank 0
+    import torch.multiprocessing as mp
+    train = {"w_wid": 1.0, "wid_start": 0, "lr_w": 0.0, "g_every": 1}
+    mp.spawn(_gan_worker, args=(2, str(tmp_path / "rdv"), str(two_writers_lmdb), str(tmp_path), train),
+             nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    for m in ("G", "E", "W"):
+        assert torch.equal(r0[m], r1[m]), m
 
 
 def test_health_is_logged_plotted_and_guards_the_last_healthy_checkpoint(words_lmdb, tmp_path):

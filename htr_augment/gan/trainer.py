@@ -179,7 +179,10 @@ class GanTrainer:
             ids = [dev.index] if dev.type == "cuda" else None
             self.G_train, self.D_train, self.R_train = (DDP(m, device_ids=ids) for m in (self.G, self.D, self.R))
             self.W_train = (DDP(self.W, device_ids=ids) if self.W is not None and not self.w_frozen
-                            else self.W)  # DDP refuses a module with nothing to train
+                            else self.W)  # DDP refuses a module with nothing to train...
+            if self.w_frozen:  # ...so rank 0's weights are broadcast by hand, as for E
+                for t_ in self.W.state_dict().values():
+                    torch.distributed.broadcast(t_, 0)
         else:
             self.G_train, self.D_train, self.R_train, self.W_train = self.G, self.D, self.R, self.W
         self.collate = CanonicalCollate(alphabet, config["data"]["px_per_char"])
