@@ -123,6 +123,12 @@ W_INPUTS = ("raw", "stretched")  # train.w_input: what the writer classifier rea
 W_INK_QUANTILE = 0.99  # w_input = "stretched": this quantile of a word's ink becomes full ink
 
 
+def broadcast_from_rank0(module: torch.nn.Module) -> None:
+    """Give every rank rank 0's weights and buffers (what DDP does for the modules it wraps)."""
+    for t_ in module.state_dict().values():
+        torch.distributed.broadcast(t_, 0)
+
+
 class GanTrainer:
     def __init__(self, config: dict, recognizer_config: dict, dataset, alphabet: Alphabet, out_dir: str | Path,
                  dist: DistInfo, lexicon: list[str] | None = None, progress: bool = True, val_dataset=None):
@@ -138,8 +144,7 @@ class GanTrainer:
         if dist.distributed and self.E is not None:
             # E is not wrapped in DDP (it runs twice per step), so rank 0's initial weights are
             # broadcast by hand, as DDP does for G, D and R; its gradients are averaged in g_step.
-            for t_ in self.E.state_dict().values():
-                torch.distributed.broadcast(t_, 0)
+            broadcast_from_rank0(self.E)
         self.R = CRNN(recognizer_config, len(alphabet)).to(dev)  # the project's recognizer, not a second one
         self.writer_ids = self._writer_ids(config, dataset)
         self.W: WriterClassifier | None = None
@@ -181,8 +186,7 @@ class GanTrainer:
             self.W_train = (DDP(self.W, device_ids=ids) if self.W is not None and not self.w_frozen
                             else self.W)  # DDP refuses a module with nothing to train...
             if self.w_frozen:  # ...so rank 0's weights are broadcast by hand, as for E
-                for t_ in self.W.state_dict().values():
-                    torch.distributed.broadcast(t_, 0)
+                broadcast_from_rank0(self.W)
         else:
             self.G_train, self.D_train, self.R_train, self.W_train = self.G, self.D, self.R, self.W
         self.collate = CanonicalCollate(alphabet, config["data"]["px_per_char"])
