@@ -241,3 +241,20 @@ def test_export_fills_in_writer_widths_for_older_checkpoints(tmp_path, styles_lm
     # An LMDB without writer ids cannot give them: a clear error, nothing written.
     assert export_main([str(src), "--out", str(tmp_path / "g3.pt"), "--writer-widths-from", str(styles_lmdb)]) == 1
     assert "no writer ids" in capsys.readouterr().err and not (tmp_path / "g3.pt").exists()
+
+
+def test_reexport_keeps_which_weights_and_changes_only_what_is_asked(tmp_path):
+    """Exporting an exported file (e.g. the shipped live generator at another ink quantile) keeps its
+    weights and their label ("generator": the live G), and sets only the new defaults."""
+    from htr_augment.gan.export import export_generator
+    src = tiny_generator_checkpoint(tmp_path / "live.pt", style_encoder=True, extra={"weights": "generator"})
+    export_generator(src, tmp_path / "a.pt", style_temperature=1.5, ink_quantile=0.99)
+    export_generator(tmp_path / "a.pt", tmp_path / "b.pt", ink_quantile=0.9)
+    a, b = (torch.load(tmp_path / f, weights_only=True) for f in ("a.pt", "b.pt"))
+    assert b["extra"]["weights"] == "generator" and b["extra"]["ink_quantile"] == 0.9
+    assert b["extra"]["style_temperature"] == 1.5 and b["extra"]["source_checkpoint"] == "a.pt"
+    for name, state in a["models"].items():
+        assert all(torch.equal(v, b["models"][name][k]) for k, v in state.items())
+    # A training checkpoint's EMA export is labelled by the slot it came from.
+    export_generator(tiny_generator_checkpoint(tmp_path / "t.pt"), tmp_path / "c.pt")
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["extra"]["weights"] == "generator_ema"

@@ -49,7 +49,9 @@ def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | No
         raise CheckpointError(f"{checkpoint}: GAN checkpoint without {'live ' if live else ''}generator weights")
     config = {k: v for k, v in ckpt["config"].items() if k in ("data", "generator", "style", "train")}
     extra = dict(ckpt.get("extra", {}))
-    extra.update(source_checkpoint=checkpoint.name, source_sha256=file_sha256(checkpoint), weights=key)
+    # Re-exporting an export (to change its temperatures or ink) keeps which weights it holds.
+    weights = extra.get("weights", key) if set(models) <= {"generator_ema", "style_encoder_ema"} else key
+    extra.update(source_checkpoint=checkpoint.name, source_sha256=file_sha256(checkpoint), weights=weights)
     if metrics is not None:
         extra["metrics"] = metrics
     if style_temperature is not None:
