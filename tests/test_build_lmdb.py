@@ -70,6 +70,32 @@ def test_gt_file_with_height_normalisation(tmp_path):
         assert lmdb_format.read_meta(txn)["image_height"] == 24
 
 
+def test_lmdb_input_reencodes_at_a_height_keeping_labels_writers_and_sources(tmp_path, capsys):
+    from htr_augment.data import LmdbWordDataset
+    build = lambda *a: bl.main([*map(str, a), "--no-progress"])  # noqa: E731  (in-process: no torch start-up)
+    gt = write_gt(tmp_path / "src", ["alpha", "beta", "Noël"], height=40)
+    src, out = tmp_path / "orig.lmdb", tmp_path / "h24.lmdb"
+    assert build("--gt", gt, "--out", src, "--writer", "w7") == 0
+    (tmp_path / "abc.txt").write_text("abelhpt", encoding="utf-8")
+    capsys.readouterr()
+    assert build("--lmdb", src, "--height", 24, "--alphabet", tmp_path / "abc.txt", "--out", out) == 0
+    # "Noël" is outside the alphabet: rejected and counted, not lost silently.
+    err = capsys.readouterr().err
+    assert "wrote 2 samples" in err and "character outside alphabet" in err
+    old, new = LmdbWordDataset(src, height=24), LmdbWordDataset(out)
+    assert new.height == 24 and new.texts == ["alpha", "beta"] and new.writers == ["w7", "w7"]
+    for i in range(2):  # the same pixels as resizing the original at read time
+        assert np.array_equal(new[i].image.numpy(), old[i].image.numpy())
+    with lmdb_format.open_shared(src).begin() as a, lmdb_format.open_shared(out).begin() as b:
+        assert b.get(lmdb_format.source_key(1)) == a.get(lmdb_format.source_key(1)) == f"{gt}:1".encode()
+    # Reading and writing one LMDB at once is refused before anything is touched.
+    with pytest.raises(SystemExit) as e:
+        build("--lmdb", out, "--height", 16, "--out", out, "--overwrite")
+    assert e.value.code == 2 and "also --out" in capsys.readouterr().err and LmdbWordDataset(out).height == 24
+    assert build("--lmdb", tmp_path / "nowhere.lmdb", "--out", tmp_path / "x.lmdb") == 2
+    assert "nowhere.lmdb" in capsys.readouterr().err and not (tmp_path / "x.lmdb").exists()
+
+
 def test_seed_folder_naming(tmp_path):
     src = tmp_path / "seed"
     src.mkdir()
@@ -221,5 +247,5 @@ def test_map_size_grows_on_demand(tmp_path, monkeypatch):
 def test_help_explains_inputs():
     r = subprocess.run([sys.executable, "-m", "htr_augment.data.build_lmdb", "--help"], capture_output=True, text=True)
     assert r.returncode == 0
-    for flag in ("--tsv", "--gt", "--folder", "--alto", "--resume", "--height", "--alphabet"):
+    for flag in ("--tsv", "--gt", "--folder", "--alto", "--lmdb", "--resume", "--height", "--alphabet"):
         assert flag in r.stdout

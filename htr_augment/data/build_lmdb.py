@@ -23,8 +23,8 @@ from ..alphabet import Alphabet
 from ..atomic import write_table_atomic
 from ..images import encode_png, resize_to_height
 from .lmdb_format import LmdbWriter
-from .sources import (InputError, Item, RejectedSample, normalize_label, read_alto, read_folder, read_gt, read_tsv,
-                      reject_counts)
+from .sources import (InputError, Item, RejectedSample, normalize_label, read_alto, read_folder, read_gt,
+                      read_lmdb, read_tsv, reject_counts)
 
 from .. import __version__
 
@@ -160,7 +160,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     "standard text-recognition layout (image-%09d / label-%09d / num-samples), "
                     "plus writer ids and a JSON 'meta' key.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Inputs can be combined; they are read in the order tsv, gt, folder, alto.\n"
+        epilog="Inputs can be combined; they are read in the order tsv, gt, folder, alto, lmdb.\n"
+               "Re-encode an LMDB at the height a model reads (smaller, faster to load):\n"
+               "  htr-build-lmdb --lmdb data/words/train.lmdb --height 32 --out data/words32/train.lmdb\n"
                "The build goes to OUT.partial and is renamed to OUT when complete; after an\n"
                "interruption rerun the same command with --resume.")
     src = p.add_argument_group("inputs (at least one)")
@@ -173,6 +175,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                      help="folder of '<word> (<n>).png' images; label = the part before ' ('")
     src.add_argument("--alto", action="append", default=[], metavar="PATH",
                      help="ALTO XML file or folder of them, page images beside; one sample per TextLine")
+    src.add_argument("--lmdb", action="append", default=[], metavar="DIR",
+                     help="an LMDB in the standard layout (labels, writer ids and sources kept): to "
+                          "re-encode it (--height), filter it (--alphabet) or merge it with other inputs")
     p.add_argument("--out", required=True, help="output LMDB directory")
     p.add_argument("--height", type=int, help="resize every image to this height (keeps aspect; "
                    "stored as grayscale PNG). Default: keep the original bytes")
@@ -189,8 +194,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if not (args.tsv or args.gt or args.folder or args.alto):
-        p.error("give at least one input: --tsv, --gt, --folder or --alto")
+    if not (args.tsv or args.gt or args.folder or args.alto or args.lmdb):
+        p.error("give at least one input: --tsv, --gt, --folder, --alto or --lmdb")
+    if any(Path(src).resolve() == Path(args.out).resolve() for src in args.lmdb):
+        p.error(f"--lmdb {args.out} is also --out: write the re-encoded LMDB elsewhere")
     if args.split and not args.tsv:
         p.error("--split applies to --tsv inputs only")
     if args.height is not None and args.height < 8:
@@ -215,6 +222,9 @@ def collect_items(args: argparse.Namespace) -> tuple[list[Item], list[str]]:
     for path in args.alto:
         items += read_alto(path)
         inputs.append(f"alto:{path}")
+    for path in args.lmdb:
+        items += read_lmdb(path)
+        inputs.append(f"lmdb:{path}")
     return items, inputs
 
 

@@ -144,6 +144,40 @@ def read_folder(path: str | os.PathLike) -> Iterator[Item]:
         yield Item(str(file), label, path.name, _load_file(file))
 
 
+def read_lmdb(path: str | os.PathLike) -> Iterator[Item]:
+    """An LMDB in the standard layout (this tool's or another's): to re-encode it at another
+    --height, filter it by --alphabet, or merge it with other inputs. Labels, writer ids and the
+    samples' recorded sources are kept (a sample without one is named ``PATH#index``)."""
+    from .lmdb_format import image_key, label_key, open_shared, read_num_samples, source_key, writer_key
+    try:
+        env = open_shared(path)
+    except FileNotFoundError as e:
+        raise InputError(str(e)) from None
+    with env.begin() as txn:
+        n = read_num_samples(txn, path)
+        rows = [(txn.get(label_key(i)), txn.get(writer_key(i)), txn.get(source_key(i))) for i in range(1, n + 1)]
+
+    def load(i: int, where: str):
+        def run():
+            with open_shared(path).begin() as txn:
+                data = txn.get(image_key(i))
+            if data is None:
+                raise RejectedSample("missing image", f"{where}: no {image_key(i).decode()} key")
+            try:
+                return data, decode_image(data, where)
+            except ValueError as e:
+                raise RejectedSample("undecodable image", str(e)) from None
+        return run
+
+    for i, (label, writer, source) in enumerate(rows, 1):
+        where = f"{path}#{i}"
+        if label is None:
+            yield Item(where, None, "", _reject("missing label", f"{where}: no {label_key(i).decode()} key"))
+            continue
+        yield Item(source.decode("utf-8") if source else where, label.decode("utf-8"),
+                   writer.decode("utf-8") if writer else "", load(i, where))
+
+
 def _reject(reason: str, detail: str):
     def load():
         raise RejectedSample(reason, detail)
