@@ -72,6 +72,21 @@ def check_ink_quantile(q: float) -> float:
     return q
 
 
+def check_ink_floor(floor: float) -> float:
+    """An ink floor (drop_faint_ink) as a float; a clear error outside [0, 0.5)."""
+    floor = float(floor)
+    if not 0.0 <= floor < 0.5:
+        raise ValueError(f"ink floor must be in [0, 0.5), got {floor}")
+    return floor
+
+
+def drop_faint_ink(ink: torch.Tensor, floor: float) -> torch.Tensor:
+    """Ink (ink = 1, background = 0) below `floor` made background, the rest rescaled onto (0, 1]:
+    a generator's grey haze and soft stroke edges removed, full ink kept full."""
+    floor = check_ink_floor(floor)
+    return ((ink - floor) / (1.0 - floor)).clamp(0, 1) if floor else ink
+
+
 def stretch_ink(ink: torch.Tensor, quantile: float) -> torch.Tensor:
     """An image (1, H, W) in ink space (ink = 1) with its ink scaled so that the `quantile` of its
     pixel values becomes full ink, clipped to 1: faint strokes made as dark as a pen's, the

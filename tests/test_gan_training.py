@@ -282,6 +282,28 @@ def test_exported_ink_quantile_darkens_every_word_to_full_ink(words_lmdb, tmp_pa
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_exported_ink_floor_makes_faint_ink_background_after_the_stretch(words_lmdb, tmp_path):
+    from htr_augment.gan.export import main as export_main
+    from htr_augment.images import drop_faint_ink, stretch_ink
+    tr = make_trainer(words_lmdb, tmp_path, checkpoint_every=2, sample_every=1000)
+    tr.fit(2)
+    args = [str(tmp_path / "last.pt"), "--ink-quantile", "0.99"]
+    assert export_main([*args, "--out", str(tmp_path / "g.pt")]) == 0
+    assert export_main([*args, "--ink-floor", "0.3", "--out", str(tmp_path / "f.pt")]) == 0
+    plain, floored = WordGenerator.load(tmp_path / "g.pt"), WordGenerator.load(tmp_path / "f.pt")
+    assert plain.ink_floor == 0 and floored.ink_floor == 0.3
+    for p, f in zip(plain.generate(["abc", "hd"], seed=1), floored.generate(["abc", "hd"], seed=1)):
+        assert torch.allclose(f, drop_faint_ink(p, 0.3))
+        faint = (p > 0) & (p <= 0.3)
+        assert faint.any() and (f[faint] == 0).all()  # the untrained G's haze is gone ...
+        assert torch.equal(f[p >= 1], p[p >= 1])  # ... full ink stays full
+    ink = torch.tensor([[[0.0, 0.2, 0.6, 1.0]]])
+    assert torch.allclose(drop_faint_ink(ink, 0.2), torch.tensor([[[0.0, 0.0, 0.5, 1.0]]]))
+    assert torch.equal(drop_faint_ink(stretch_ink(ink, 1.0), 0.0), ink)
+    assert export_main([*args, "--ink-floor", "0.5", "--out", str(tmp_path / "x.pt")]) == 1
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_export_live_takes_the_live_generator_not_the_ema(words_lmdb, tmp_path):
     from htr_augment.gan.export import main as export_main
     tr = make_trainer(words_lmdb, tmp_path, g_every=1, checkpoint_every=3, sample_every=1000)

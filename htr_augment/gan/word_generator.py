@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..alphabet import Alphabet, AlphabetError, normalize_text
-from ..images import check_ink_quantile, pad_batch, stretch_ink
+from ..images import check_ink_floor, check_ink_quantile, drop_faint_ink, pad_batch, stretch_ink
 from ..training.checkpoint import CheckpointError, load_checkpoint
 from .models import Discriminator, Generator, StyleEncoder
 
@@ -117,6 +117,9 @@ class WordGenerator:
         # strokes may teach a recognizer more (README, validation study). None: G's own ink.
         q = self.info.get("ink_quantile")
         self.ink_quantile = check_ink_quantile(q) if q is not None else None
+        # Then ink below this floor made background (images.drop_faint_ink; gan.export --ink-floor):
+        # G's words carry more grey haze around their strokes than real ones. 0: none.
+        self.ink_floor = check_ink_floor(self.info.get("ink_floor", 0.0))
         # Real writers' mean widths per character (sorted), if stored: each style gets one of them.
         widths = self.info.get("writer_px_per_char") or []
         self.writer_widths = torch.tensor(widths, dtype=torch.float64) if len(widths) >= 2 else None
@@ -288,7 +291,8 @@ class WordGenerator:
                     w = max(1, round(n * ppc))
                     img = F.interpolate(img[None], size=(img.shape[1], w), mode="bilinear", align_corners=False)[0]
                 img = img.clamp(0, 1)
-                out.append(stretch_ink(img, self.ink_quantile) if self.ink_quantile else img)
+                out.append(drop_faint_ink(stretch_ink(img, self.ink_quantile) if self.ink_quantile else img,
+                                          self.ink_floor))
         return out
 
     def generate_line(self, text: str, z: torch.Tensor | None = None, seed: int | None = None, *,
