@@ -58,6 +58,8 @@ def test_report_compares_real_gan_and_fonts(setup):
         assert 0 <= f["all"]["cer"] and rep["frechet_distance"][src] >= -1e-6
     assert rep["diversity"]["words"] == ["chat", "rue"]
     assert rep["diversity"]["gan"] > 0 and rep["diversity"]["fonts"] > 0
+    assert all(0 < rep["ink"][src]["stroke"] <= 1 and 0 <= rep["ink"][src]["haze"] < 1 for src in ("real", "gan", "fonts"))
+    assert "stroke ink" in md
     assert "handwriting fonts" in md and (tmp / "rep" / "grid.png").stat().st_size > 0
     assert rep["credit"] is None and "Copiste" not in md  # drawn words: no third-party data to credit
     assert "tstr" not in rep and "TSTR" not in md  # --tstr-steps 0: skipped

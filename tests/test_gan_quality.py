@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from htr_augment.gan.quality import frechet_distance, mean_pairwise_distance
+from htr_augment.gan.quality import frechet_distance, ink_profile, mean_pairwise_distance
 
 
 def test_frechet_distance_matches_closed_form():
@@ -12,6 +12,18 @@ def test_frechet_distance_matches_closed_form():
     b = rng.normal(0, 1, (20000, 3)) * np.array([1, 2, 3]) + np.array([1, 0, -2])
     expected = 1 + 4 + (0 + 1 + 4)
     assert frechet_distance(a, b) == pytest.approx(expected, rel=0.05)
+
+
+def test_ink_profile_tells_dark_strokes_from_grey_haze():
+    import torch
+    word = torch.zeros(1, 32, 64)
+    word[0, 10:22, 8:12] = 0.9   # two dark strokes
+    word[0, 10:22, 30:34] = 0.7
+    hazy = word.clone()
+    hazy[0][word[0] == 0] = 0.15  # grey everywhere else
+    clean, grey = ink_profile([word]), ink_profile([hazy])
+    assert clean["stroke"] == pytest.approx(0.8, abs=1e-3) and clean["haze"] == 0
+    assert grey["stroke"] == pytest.approx(0.8, abs=1e-3) and grey["haze"] == pytest.approx(0.15, abs=1e-3)
 
 
 def test_mean_pairwise_distance():

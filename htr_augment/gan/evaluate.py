@@ -39,7 +39,7 @@ from ..images import encode_png, to_uint8
 from ..lexicon import load_lexicon
 from ..metrics import EditCounts
 from .data import has_capital
-from .quality import at_height, frechet_distance, mean_pairwise_distance, recognize
+from .quality import at_height, frechet_distance, ink_profile, mean_pairwise_distance, recognize
 from .tstr import DEFAULT_SAMPLES, DEFAULT_STEPS, run_tstr
 from .word_generator import WordGenerator
 
@@ -91,6 +91,7 @@ def evaluate_generator(gen: WordGenerator, evaluator: str | os.PathLike, real_pa
         "in_vocabulary_words": sum(in_vocab), "out_of_vocabulary_words": len(texts) - sum(in_vocab),
         "fidelity": {src: fidelity(texts, preds[src], in_vocab) for src in SOURCES},
         "frechet_distance": {src: frechet_distance(reference, feats[src][half:]) for src in SOURCES},
+        "ink": {src: ink_profile(images[src]) for src in SOURCES},
         "credit": data_credit(real.meta),
     }
     # Diversity: the test words written most often by different writers.
@@ -125,7 +126,7 @@ def comparison_grid(images: dict, texts: list[str], preds: dict, count: int = 8,
 
 
 def to_markdown(r: dict) -> str:
-    f, fd, d, t = r["fidelity"], r["frechet_distance"], r["diversity"], r.get("tstr")
+    f, fd, d, t, ink = r["fidelity"], r["frechet_distance"], r["diversity"], r.get("tstr"), r.get("ink")
     lines = [
         "# Generated handwriting: quality report", "",
         f"Generator `{r['generator']}` (step {r['generator_step']}), evaluated by the independent recognizer "
@@ -133,8 +134,9 @@ def to_markdown(r: dict) -> str:
         f"({r['in_vocabulary_words']} in the GAN's training lexicon, {r['out_of_vocabulary_words']} not)."
         + (f" {r['credit']}." if r["credit"] else ""), "",
         "| source | CER | WER | CER in-vocab | CER out-of-vocab | CER with capitals | Fréchet distance | diversity |"
-        + (" TSTR CER | TSTR WER |" if t else ""),
-        "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if t else ""),
+        + (" stroke ink | haze |" if ink else "") + (" TSTR CER | TSTR WER |" if t else ""),
+        "| --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if ink else "")
+        + (" --- | --- |" if t else ""),
     ]
     names = {"real": "real test words", "gan": "GAN", "fonts": "handwriting fonts"}
     for src in SOURCES:
@@ -142,12 +144,16 @@ def to_markdown(r: dict) -> str:
         row = (f"| {names[src]} | {a['all']['cer']:.3f} | {a['all']['wer']:.3f} | "
                f"{a['in_vocabulary']['cer']:.3f} | {a['out_of_vocabulary']['cer']:.3f} | "
                f"{a['with_capitals']['cer']:.3f} ({a['with_capitals']['words']}) | "
-               f"{fd[src]:.2f} | {d[src]:.3f} |")
+               f"{fd[src]:.2f} | {d[src]:.3f} |"
+               + (f" {ink[src]['stroke']:.2f} | {ink[src]['haze']:.2f} |" if ink else ""))
         lines.append(row + (f" {t[src]['cer']:.3f} | {t[src]['wer']:.3f} |" if t else ""))
     lines += ["", "Fréchet distance: to one half of the real test words, in the evaluator's feature space; the "
               "real row (the other half) is the floor for this sample size. Diversity: mean pairwise feature "
               f"distance between {d['styles']} renderings of the same word over {len(d['words'])} words "
-              "(real: different writers)." + (" " + tstr_note(t) if t else ""), ""]
+              "(real: different writers)."
+              + (" Stroke ink: mean ink (0-1) of the pixels an Otsu threshold calls ink; haze: the 90th "
+                 "percentile of the other pixels' ink (grey around strokes)." if ink else "")
+              + (" " + tstr_note(t) if t else ""), ""]
     return "\n".join(lines)
 
 

@@ -3,7 +3,8 @@
 - text fidelity: CER/WER of that recognizer on the words (in- and out-of-vocabulary);
 - Fréchet distance between real and generated words in its feature space
   (recognizer.model.CRNN.features; no network pretrained elsewhere can be used here);
-- diversity: mean pairwise feature distance between renderings of the same word.
+- diversity: mean pairwise feature distance between renderings of the same word;
+- ink: how dark the strokes are and how much grey lies around them (no recognizer needed).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import os
 import numpy as np
 import torch
 
-from ..images import pad_batch, resize_to_height, to_tensor, to_uint8
+from ..images import ink_mask, pad_batch, resize_to_height, to_tensor, to_uint8
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -28,6 +29,21 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     m = sqrt_a @ cov_b @ sqrt_a
     tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt)
+
+
+def ink_profile(images: list[torch.Tensor]) -> dict:
+    """Ink of (1, H, W) ink-space words (ink = 1): `stroke`, the mean ink of the pixels that
+    images.ink_mask calls ink (how dark the pen writes); `haze`, the 90th percentile of the ink of
+    all other pixels (grey around the strokes and on the paper; ruled lines count here)."""
+    strokes, rest = [], []
+    for im in images:
+        ink = im[0].float().clamp(0, 1).numpy()
+        mask = ink_mask(to_uint8(im))
+        strokes.append(ink[mask])
+        rest.append(ink[~mask])
+    strokes, rest = np.concatenate(strokes), np.concatenate(rest)
+    return {"stroke": float(strokes.mean()) if strokes.size else 0.0,
+            "haze": float(np.percentile(rest, 90)) if rest.size else 0.0}
 
 
 def mean_pairwise_distance(groups: list[np.ndarray]) -> float:
