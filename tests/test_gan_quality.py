@@ -24,6 +24,10 @@ def test_ink_profile_tells_dark_strokes_from_grey_haze():
     clean, grey = ink_profile([word]), ink_profile([hazy])
     assert clean["stroke"] == pytest.approx(0.8, abs=1e-3) and clean["haze"] == 0
     assert grey["stroke"] == pytest.approx(0.8, abs=1e-3) and grey["haze"] == pytest.approx(0.15, abs=1e-3)
+    bold = torch.zeros(1, 32, 160)  # a bold, tightly set word: all of it is stroke, no haze
+    bold[0, 8:24, 4:156] = 1.0
+    bold[0, 8:24, 4:156:6] = 0.0
+    assert ink_profile([bold]) == {"stroke": 1.0, "haze": 0.0}
 
 
 def test_mean_pairwise_distance():
