@@ -118,7 +118,8 @@ class WordGenerator:
         q = self.info.get("ink_quantile")
         self.ink_quantile = check_ink_quantile(q) if q is not None else None
         # Then ink below this floor made background (images.drop_faint_ink; gan.export --ink-floor):
-        # G's words carry more grey haze around their strokes than real ones. 0: none.
+        # G's words carry more grey haze around their strokes than real ones, yet without it they
+        # taught a recognizer less (README, stage 15), so exports store none unless asked. 0: none.
         self.ink_floor = check_ink_floor(self.info.get("ink_floor", 0.0))
         # Real writers' mean widths per character (sorted), if stored: each style gets one of them.
         widths = self.info.get("writer_px_per_char") or []
