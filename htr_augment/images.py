@@ -105,14 +105,20 @@ def stretch_ink_batch(ink: torch.Tensor, widths: torch.Tensor, quantile: float) 
     return (ink / levels[:, None, None, None]).clamp(0, 1)
 
 
+def otsu_ink(img: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels of a uint8 grayscale image darker than its Otsu threshold (capped at
+    200, so a blank or all-grey image is not all ink): the strokes, grey paper left out."""
+    thr, _ = cv2.threshold(img, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    return img <= min(thr, 200)  # cv2: above the threshold is background
+
+
 def ink_mask(img: np.ndarray) -> np.ndarray:
-    """(H, W) bool: ink pixels of a uint8 grayscale image (Otsu threshold, so grey paper is not ink).
+    """(H, W) bool: ink pixels of a uint8 grayscale image (otsu_ink, so grey paper is not ink).
 
     Horizontal lines longer than twice the image height are left out, dashed ones included
     (closed first): ruled paper, as in Copiste, would otherwise put ink in every column
     and on one row of every word; handwriting seldom runs that straight for that long."""
-    thr, _ = cv2.threshold(img, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    ink = (img <= min(thr, 200)).astype(np.uint8)  # cv2: above the threshold is background
+    ink = otsu_ink(img).astype(np.uint8)
     bridged = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 1)))
     rules = cv2.morphologyEx(bridged, cv2.MORPH_OPEN,
                              cv2.getStructuringElement(cv2.MORPH_RECT, (max(32, 2 * img.shape[0]), 1)))

@@ -11,11 +11,10 @@ from __future__ import annotations
 import itertools
 import os
 
-import cv2
 import numpy as np
 import torch
 
-from ..images import pad_batch, resize_to_height, to_tensor, to_uint8
+from ..images import otsu_ink, pad_batch, resize_to_height, to_tensor, to_uint8
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -35,14 +34,12 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 def ink_profile(images: list[torch.Tensor]) -> dict:
     """Ink of (1, H, W) ink-space words (ink = 1): `stroke`, the mean ink of the pixels an Otsu
     threshold of each word calls ink (how dark the pen writes); `haze`, the 90th percentile of the
-    ink of all other pixels (grey around the strokes and on the paper). Plain Otsu, not
+    ink of all other pixels (grey around the strokes and on the paper). images.otsu_ink, not
     images.ink_mask: its ruled-line filter takes rows of bold, tightly set letters for a rule."""
     strokes, rest = [], []
     for im in images:
         ink = im[0].float().clamp(0, 1).numpy()
-        img = to_uint8(im)
-        thr, _ = cv2.threshold(img, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        mask = img <= min(thr, 200)  # above the threshold is paper (a blank word has no ink)
+        mask = otsu_ink(to_uint8(im))
         strokes.append(ink[mask])
         rest.append(ink[~mask])
     strokes, rest = np.concatenate(strokes), np.concatenate(rest)
