@@ -8,13 +8,20 @@ generators' GAN arms, which one report does not set side by side. Prints the sec
 first: the paired bootstrap interval over test samples (the trained models held fixed) and the
 Student-t interval over the per-seed differences (another training of both arms), as in the
 reports. Only seeds finished in both folders are paired.
+
+--by-class adds where the errors fall: the share of reference characters of each class
+(lowercase, capital, accented, digit, punctuation) that each arm gets wrong (substituted or
+deleted), over the paired seeds' test/samples.csv, e.g. which characters fonts fix and a GAN does not.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
+
+from htr_augment.metrics import CHAR_CLASSES, class_errors
 
 from .common import BenchmarkError
 from .stats import compare
@@ -46,6 +53,43 @@ def compare_arms(first: Path, second: Path, seeds: set[int] | None = None, resam
     return {"first": str(first), "second": str(second), "seeds": common, **result}
 
 
+def arm_class_errors(arm_dir: Path, seeds: list[int]) -> dict[str, tuple[int, int]]:
+    """class_errors summed over the seeds' test/samples.csv (reference, hypothesis columns)."""
+    total = dict.fromkeys(CHAR_CLASSES, (0, 0))
+    for seed in seeds:
+        path = arm_dir / f"seed{seed}" / "test" / "samples.csv"
+        try:
+            with open(path, encoding="utf-8", newline="") as f:
+                pairs = [(row["reference"], row["hypothesis"]) for row in csv.DictReader(f)]
+        except OSError as e:
+            raise BenchmarkError(f"{path}: cannot read the run's test samples ({e.strerror}); --by-class needs them") \
+                from None
+        except KeyError as e:
+            raise BenchmarkError(f"{path}: no {e} column; not a recognizer.evaluate samples.csv") from None
+        for k, (e, n) in class_errors(pairs).items():
+            total[k] = (total[k][0] + e, total[k][1] + n)
+    return total
+
+
+def by_class(c: dict) -> dict:
+    """Per character class: reference characters per seed and each arm's miss rate."""
+    seeds = c["seeds"]
+    a, b = arm_class_errors(Path(c["first"]), seeds), arm_class_errors(Path(c["second"]), seeds)
+    return {k: {"chars_per_seed": a[k][1] // len(seeds), "first": a[k][0] / a[k][1] if a[k][1] else None,
+                "second": b[k][0] / b[k][1] if b[k][1] else None} for k in CHAR_CLASSES}
+
+
+def format_by_class(classes: dict) -> str:
+    lines = ["errors by reference character class (substituted or deleted; insertions left out):",
+             f"  {'class':<12} {'chars':>6} {'first':>7} {'second':>7} {'difference':>10}"]
+    for k, v in classes.items():
+        if v["first"] is None:
+            continue
+        lines.append(f"  {k:<12} {v['chars_per_seed']:>6} {100 * v['first']:>6.2f}% {100 * v['second']:>6.2f}% "
+                     f"{_pts(v['second'] - v['first']):>6} pts")
+    return "\n".join(lines)
+
+
 def _pts(x: float) -> str:
     return f"{100 * x:+.2f}"
 
@@ -69,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("second", type=Path, help="arm folder compared (second minus first)")
     p.add_argument("--seeds", help="only these seeds, a comma list (default: every seed finished in both)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--by-class", action="store_true",
+                   help="also each arm's errors by reference character class, from the runs' test/samples.csv")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     args = p.parse_args(argv)
     try:
@@ -77,10 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--seeds: a comma list of integers, not {args.seeds!r}")
     try:
         c = compare_arms(args.first, args.second, seeds, args.bootstrap)
+        if args.by_class:
+            c["by_class"] = by_class(c)
     except BenchmarkError as e:
         print(f"benchmarks.compare: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(c, indent=1) if args.json else format_comparison(c))
+    if args.json:
+        print(json.dumps(c, indent=1))
+    else:
+        print(format_comparison(c) + ("\n" + format_by_class(c["by_class"]) if args.by_class else ""))
     return 0
 
 

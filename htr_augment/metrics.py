@@ -110,3 +110,34 @@ def edit_operations(reference, hypothesis) -> list[tuple[str, object, object]]:
             j -= 1
     ops.reverse()
     return ops
+
+
+CHAR_CLASSES = ("lowercase", "capital", "accented", "digit", "punctuation")
+
+
+def char_class(c: str) -> str:
+    """One of CHAR_CLASSES for a character (accented letters of either case are "accented";
+    spaces and symbols are "punctuation")."""
+    if c.isdigit():
+        return "digit"
+    if c.isalpha():
+        if strip_accents(c) != c:
+            return "accented"
+        return "capital" if c.isupper() else "lowercase"
+    return "punctuation"
+
+
+def class_errors(pairs: Iterable[tuple[str, str]]) -> dict[str, tuple[int, int]]:
+    """Errors by the class of the reference character they fall on: {class: (errors, reference
+    characters)} over (reference, hypothesis) pairs. Substitutions and deletions count against
+    their reference character; insertions, which have none, are left out, so the errors sum to
+    at most the edit distance."""
+    errors = dict.fromkeys(CHAR_CLASSES, 0)
+    totals = dict.fromkeys(CHAR_CLASSES, 0)
+    for ref, hyp in pairs:
+        for c in ref:
+            totals[char_class(c)] += 1
+        for op, r, _ in edit_operations(ref, hyp):
+            if op != "I":
+                errors[char_class(r)] += 1
+    return {k: (errors[k], totals[k]) for k in CHAR_CLASSES}

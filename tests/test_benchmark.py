@@ -366,16 +366,20 @@ def test_compare_cli_pairs_the_seeds_two_arm_folders_share(tmp_path, capsys):
     from benchmarks import compare as compare_cli
     chars = [3, 5, 2, 6]
 
-    def write(arm, seed, errors):
+    def write(arm, seed, errors, hyps=None):
         words = [int(e > 0) for e in errors]
         run = tmp_path / arm / f"seed{seed}"
         run.mkdir(parents=True)
+        if hyps:  # the run's per-sample report, which --by-class reads
+            (run / "test").mkdir()
+            rows = "".join(f"{i},{r},{h}\n" for i, (r, h) in enumerate(zip(["Le", "A9"], hyps)))
+            (run / "test" / "samples.csv").write_text("index,reference,hypothesis\n" + rows, encoding="utf-8")
         (run / "result.json").write_text(json.dumps({
             "seed": seed, "dir": str(run), "references_sha256": "same", "cer": sum(errors) / sum(chars),
             "wer": sum(words) / len(chars), "per_sample": {"char_errors": errors, "chars": chars,
                                                            "word_errors": words, "words": [1] * len(chars)}}))
-    write("a", 1, [2, 3, 1, 4]), write("a", 2, [1, 3, 2, 4]), write("a", 3, [0, 0, 0, 0])
-    write("b", 1, [1, 2, 1, 2]), write("b", 2, [1, 1, 1, 3])  # seed 3 only in a: left out
+    write("a", 1, [2, 3, 1, 4], ["le", "A9"]), write("a", 2, [1, 3, 2, 4], ["Le", "49"]), write("a", 3, [0, 0, 0, 0])
+    write("b", 1, [1, 2, 1, 2], ["Le", "A9"]), write("b", 2, [1, 1, 1, 3], ["Le", "A"])  # seed 3 only in a: left out
     c = compare_cli.compare_arms(tmp_path / "a", tmp_path / "b", resamples=200)
     assert c["seeds"] == [1, 2]
     assert c["cer"]["per_seed_difference"] == pytest.approx([-4 / 16, -4 / 16])
@@ -385,6 +389,18 @@ def test_compare_cli_pairs_the_seeds_two_arm_folders_share(tmp_path, capsys):
     assert "seeds paired: [2]" in out and "CER: 37.50% vs 62.50%, difference -25.00 pts" in out
     assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--seeds", "3"]) == 2
     assert "no finished seed in common" in capsys.readouterr().err
+    # By class over seeds 1-2: capitals L, A, L, A (a misses L once, A once); the digit 9 twice
+    # (a misses none; b deletes it once); lowercase e twice, never missed.
+    classes = compare_cli.by_class(c)
+    assert classes["capital"] == {"chars_per_seed": 2, "first": 0.5, "second": 0.0}
+    assert classes["digit"] == {"chars_per_seed": 1, "first": 0.0, "second": 0.5}
+    assert classes["lowercase"]["first"] == 0.0 and classes["accented"]["first"] is None
+    assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--by-class"]) == 0
+    assert "capital           2  50.00%   0.00% -50.00 pts" in capsys.readouterr().out
+    assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--by-class", "--seeds", "3"]) == 2
+    (tmp_path / "b" / "seed2" / "test" / "samples.csv").unlink()
+    assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--by-class"]) == 2
+    assert "seed2/test/samples.csv: cannot read the run's test samples" in capsys.readouterr().err
     assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
     assert "no such arm folder" in capsys.readouterr().err
 

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from htr_augment.alphabet import Alphabet
 from htr_augment.data import WordSample
 from htr_augment.data.build_lmdb import main as build_main
-from htr_augment.metrics import edit_operations
+from htr_augment.metrics import class_errors, edit_operations
 from recognizer import evaluate as ev
 from recognizer.model import RecognizerOutput
 from htr_augment.data.credit import COPISTE_CREDIT
@@ -126,6 +126,13 @@ def test_edit_operations_agree_with_the_edit_distance():
         a, b = ("".join(rng.choice(list("abé "), rng.integers(0, 9))) for _ in range(2))
         assert len(edit_operations(a, b)) == editdistance.eval(a, b)
     assert edit_operations("le chat".split(), "la chat noir".split()) == [("S", "le", "la"), ("I", None, "noir")]
+
+
+def test_class_errors_put_each_error_on_its_reference_character():
+    # É->e and é->e (accented), 1->7 (digit), ',' deleted (punctuation); 's' inserted (no reference).
+    out = class_errors([("Été 1,a", "ete 7a"), ("Bon", "Bons")])
+    assert out == {"lowercase": (0, 4), "capital": (0, 1), "accented": (2, 2), "digit": (1, 1), "punctuation": (1, 2)}
+    assert class_errors([]) == dict.fromkeys(out, (0, 0))
 
 
 def test_cli_on_an_lmdb_with_beam_search(tmp_path, monkeypatch, capsys):
