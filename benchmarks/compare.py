@@ -9,9 +9,10 @@ first: the paired bootstrap interval over test samples (the trained models held 
 Student-t interval over the per-seed differences (another training of both arms), as in the
 reports. Only seeds finished in both folders are paired.
 
---by-class adds where the errors fall: the share of reference characters of each class
-(lowercase, capital, accented, digit, punctuation) that each arm gets wrong (substituted or
-deleted), over the paired seeds' test/samples.csv, e.g. which characters fonts fix and a GAN does not.
+--by-class and --by-length add where the errors fall, over the paired seeds' test/samples.csv:
+the share of reference characters of each class (lowercase, capital, accented, digit,
+punctuation) that each arm gets wrong (substituted or deleted), and each arm's CER by the
+reference word's length; e.g. which characters or words fonts fix and a GAN does not.
 """
 from __future__ import annotations
 
@@ -53,36 +54,66 @@ def compare_arms(first: Path, second: Path, seeds: set[int] | None = None, resam
     return {"first": str(first), "second": str(second), "seeds": common, **result}
 
 
+WORD_LENGTH_EDGES = (1, 2, 3, 4, 6, 9)  # reference lengths [1], [2], [3], [4, 5], [6, 8], [9, inf)
+
+
+def seed_samples(arm_dir: Path, seed: int) -> list[dict]:
+    """The rows of a run's test/samples.csv (recognizer.evaluate's per-sample report)."""
+    path = arm_dir / f"seed{seed}" / "test" / "samples.csv"
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise BenchmarkError(f"{path}: cannot read the run's test samples ({e.strerror}); --by-class and "
+                             "--by-length need them") from None
+    missing = {"reference", "hypothesis", "char_errors", "length"} - set(rows[0] if rows else ())
+    if missing:
+        raise BenchmarkError(f"{path}: no {', '.join(sorted(missing))} column; not a recognizer.evaluate samples.csv")
+    return rows
+
+
 def arm_class_errors(arm_dir: Path, seeds: list[int]) -> dict[str, tuple[int, int]]:
-    """class_errors summed over the seeds' test/samples.csv (reference, hypothesis columns)."""
+    """class_errors summed over the seeds' test samples."""
     total = dict.fromkeys(CHAR_CLASSES, (0, 0))
     for seed in seeds:
-        path = arm_dir / f"seed{seed}" / "test" / "samples.csv"
-        try:
-            with open(path, encoding="utf-8", newline="") as f:
-                pairs = [(row["reference"], row["hypothesis"]) for row in csv.DictReader(f)]
-        except OSError as e:
-            raise BenchmarkError(f"{path}: cannot read the run's test samples ({e.strerror}); --by-class needs them") \
-                from None
-        except KeyError as e:
-            raise BenchmarkError(f"{path}: no {e} column; not a recognizer.evaluate samples.csv") from None
+        pairs = [(row["reference"], row["hypothesis"]) for row in seed_samples(arm_dir, seed)]
         for k, (e, n) in class_errors(pairs).items():
             total[k] = (total[k][0] + e, total[k][1] + n)
     return total
 
 
-def by_class(c: dict) -> dict:
-    """Per character class: reference characters per seed and each arm's miss rate."""
+def length_bin(length: int, edges=WORD_LENGTH_EDGES) -> str:
+    lo = max(e for e in edges if e <= max(length, edges[0]))
+    i = edges.index(lo)
+    hi = edges[i + 1] - 1 if i + 1 < len(edges) else None
+    return f"{lo}+" if hi is None else (str(lo) if hi == lo else f"{lo}-{hi}")
+
+
+def arm_length_errors(arm_dir: Path, seeds: list[int]) -> dict[str, tuple[int, int]]:
+    """(character errors, reference characters) per reference-length bin, over the seeds."""
+    total = {length_bin(e): (0, 0) for e in WORD_LENGTH_EDGES}
+    for seed in seeds:
+        for row in seed_samples(arm_dir, seed):
+            k = length_bin(int(row["length"]))
+            total[k] = (total[k][0] + int(row["char_errors"]), total[k][1] + int(row["length"]))
+    return total
+
+
+def breakdown(c: dict, by: str) -> dict:
+    """Per character class (by="class") or reference-length bin (by="length"): reference characters
+    per seed and each arm's share of them in error (class: substituted or deleted; length: CER)."""
+    count = arm_class_errors if by == "class" else arm_length_errors
     seeds = c["seeds"]
-    a, b = arm_class_errors(Path(c["first"]), seeds), arm_class_errors(Path(c["second"]), seeds)
+    a, b = count(Path(c["first"]), seeds), count(Path(c["second"]), seeds)
     return {k: {"chars_per_seed": a[k][1] // len(seeds), "first": a[k][0] / a[k][1] if a[k][1] else None,
-                "second": b[k][0] / b[k][1] if b[k][1] else None} for k in CHAR_CLASSES}
+                "second": b[k][0] / b[k][1] if b[k][1] else None} for k in a}
 
 
-def format_by_class(classes: dict) -> str:
-    lines = ["errors by reference character class (substituted or deleted; insertions left out):",
-             f"  {'class':<12} {'chars':>6} {'first':>7} {'second':>7} {'difference':>10}"]
-    for k, v in classes.items():
+def format_breakdown(rows: dict, by: str) -> str:
+    title = ("errors by reference character class (substituted or deleted; insertions left out):" if by == "class"
+             else "CER by reference length (characters):")
+    lines = [title, f"  {by:<12} {'chars':>6} {'first':>7} {'second':>7} {'difference':>10}"]
+    for k, v in rows.items():
         if v["first"] is None:
             continue
         lines.append(f"  {k:<12} {v['chars_per_seed']:>6} {100 * v['first']:>6.2f}% {100 * v['second']:>6.2f}% "
@@ -115,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--by-class", action="store_true",
                    help="also each arm's errors by reference character class, from the runs' test/samples.csv")
+    p.add_argument("--by-length", action="store_true",
+                   help="also each arm's CER by reference length (1, 2, 3, 4-5, 6-8, 9+ characters)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     args = p.parse_args(argv)
     try:
@@ -123,15 +156,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--seeds: a comma list of integers, not {args.seeds!r}")
     try:
         c = compare_arms(args.first, args.second, seeds, args.bootstrap)
-        if args.by_class:
-            c["by_class"] = by_class(c)
+        for by in ("class", "length"):
+            if getattr(args, f"by_{by}"):
+                c[f"by_{by}"] = breakdown(c, by)
     except BenchmarkError as e:
         print(f"benchmarks.compare: error: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(c, indent=1))
     else:
-        print(format_comparison(c) + ("\n" + format_by_class(c["by_class"]) if args.by_class else ""))
+        print("\n".join([format_comparison(c)] + [format_breakdown(c[f"by_{by}"], by) for by in ("class", "length")
+                                                  if f"by_{by}" in c]))
     return 0
 
 

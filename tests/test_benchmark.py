@@ -7,6 +7,7 @@ import json
 import pickle
 import random
 
+import editdistance
 import numpy as np
 import pytest
 import torch
@@ -372,8 +373,10 @@ def test_compare_cli_pairs_the_seeds_two_arm_folders_share(tmp_path, capsys):
         run.mkdir(parents=True)
         if hyps:  # the run's per-sample report, which --by-class reads
             (run / "test").mkdir()
-            rows = "".join(f"{i},{r},{h}\n" for i, (r, h) in enumerate(zip(["Le", "A9"], hyps)))
-            (run / "test" / "samples.csv").write_text("index,reference,hypothesis\n" + rows, encoding="utf-8")
+            rows = "".join(f"{i},{r},{h},{editdistance.eval(r, h)},{len(r)}\n"
+                           for i, (r, h) in enumerate(zip(["Le", "A9"], hyps)))
+            (run / "test" / "samples.csv").write_text("index,reference,hypothesis,char_errors,length\n" + rows,
+                                                      encoding="utf-8")
         (run / "result.json").write_text(json.dumps({
             "seed": seed, "dir": str(run), "references_sha256": "same", "cer": sum(errors) / sum(chars),
             "wer": sum(words) / len(chars), "per_sample": {"char_errors": errors, "chars": chars,
@@ -391,16 +394,27 @@ def test_compare_cli_pairs_the_seeds_two_arm_folders_share(tmp_path, capsys):
     assert "no finished seed in common" in capsys.readouterr().err
     # By class over seeds 1-2: capitals L, A, L, A (a misses L once, A once); the digit 9 twice
     # (a misses none; b deletes it once); lowercase e twice, never missed.
-    classes = compare_cli.by_class(c)
+    classes = compare_cli.breakdown(c, "class")
     assert classes["capital"] == {"chars_per_seed": 2, "first": 0.5, "second": 0.0}
     assert classes["digit"] == {"chars_per_seed": 1, "first": 0.0, "second": 0.5}
     assert classes["lowercase"]["first"] == 0.0 and classes["accented"]["first"] is None
     assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--by-class"]) == 0
     assert "capital           2  50.00%   0.00% -50.00 pts" in capsys.readouterr().out
+    # By length: both words have 2 characters, 8 over seeds 1-2; a misses 2 of them (le, 49),
+    # b 1 (A). Other bins hold no word.
+    lengths = compare_cli.breakdown(c, "length")
+    assert lengths["2"] == {"chars_per_seed": 4, "first": 0.25, "second": 0.125}
+    assert lengths["1"]["first"] is None and set(lengths) == {"1", "2", "3", "4-5", "6-8", "9+"}
+    assert [compare_cli.length_bin(n) for n in (1, 3, 5, 8, 9, 40)] == ["1", "3", "4-5", "6-8", "9+", "9+"]
+    assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--by-length"]) == 0
+    assert "2                 4  25.00%  12.50% -12.50 pts" in capsys.readouterr().out
     assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--by-class", "--seeds", "3"]) == 2
     (tmp_path / "b" / "seed2" / "test" / "samples.csv").unlink()
     assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--by-class"]) == 2
     assert "seed2/test/samples.csv: cannot read the run's test samples" in capsys.readouterr().err
+    (tmp_path / "b" / "seed2" / "test" / "samples.csv").write_text("index,reference\n0,Le\n", encoding="utf-8")
+    assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--by-length"]) == 2
+    assert "no char_errors, hypothesis, length column" in capsys.readouterr().err
     assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
     assert "no such arm folder" in capsys.readouterr().err
 
