@@ -80,6 +80,14 @@ def check_ink_floor(floor: float) -> float:
     return floor
 
 
+def check_margin(margin: float) -> float:
+    """A side margin (a fraction of the image height) as a float; a clear error outside [0, 1]."""
+    margin = float(margin)
+    if not 0.0 <= margin <= 1.0:
+        raise ValueError(f"margin must be in [0, 1] (a fraction of the height), got {margin}")
+    return margin
+
+
 def drop_faint_ink(ink: torch.Tensor, floor: float) -> torch.Tensor:
     """Ink (ink = 1, background = 0) below `floor` made background, the rest rescaled onto (0, 1]:
     a generator's grey haze and soft stroke edges removed, full ink kept full."""

@@ -282,7 +282,7 @@ def test_exported_ink_quantile_darkens_every_word_to_full_ink(words_lmdb, tmp_pa
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_exported_ink_floor_makes_faint_ink_background_after_the_stretch(words_lmdb, tmp_path):
+def test_exported_ink_floor_and_margin_apply_after_the_stretch(words_lmdb, tmp_path):
     from htr_augment.gan.export import main as export_main
     from htr_augment.images import drop_faint_ink, stretch_ink
     tr = make_trainer(words_lmdb, tmp_path, checkpoint_every=2, sample_every=1000)
@@ -301,6 +301,16 @@ def test_exported_ink_floor_makes_faint_ink_background_after_the_stretch(words_l
     assert torch.allclose(drop_faint_ink(ink, 0.2), torch.tensor([[[0.0, 0.0, 0.5, 1.0]]]))
     assert torch.equal(drop_faint_ink(stretch_ink(ink, 1.0), 0.0), ink)
     assert export_main([*args, "--ink-floor", "0.5", "--out", str(tmp_path / "x.pt")]) == 1
+    assert not (tmp_path / "x.pt").exists()
+    # A margin: background columns, a fraction of the height, on both sides of the same word.
+    assert export_main([*args, "--margin", "0.25", "--out", str(tmp_path / "m.pt")]) == 0
+    margined = WordGenerator.load(tmp_path / "m.pt")
+    assert plain.margin == 0 and margined.margin == 0.25
+    for p, m in zip(plain.generate(["abc", "hd"], seed=1), margined.generate(["abc", "hd"], seed=1)):
+        pad = round(0.25 * p.shape[1])
+        assert pad > 0 and m.shape[-1] == p.shape[-1] + 2 * pad
+        assert torch.equal(m[..., pad:-pad], p) and not m[..., :pad].any() and not m[..., -pad:].any()
+    assert export_main([*args, "--margin", "-0.1", "--out", str(tmp_path / "x.pt")]) == 1
     assert not (tmp_path / "x.pt").exists()
 
 

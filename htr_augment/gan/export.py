@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..images import check_ink_floor, check_ink_quantile
+from ..images import check_ink_floor, check_ink_quantile, check_margin
 from .word_generator import check_style_temperature
 from ..training.checkpoint import (CheckpointError, file_sha256, load_checkpoint, make_checkpoint,
                                    save_checkpoint)
@@ -27,13 +27,14 @@ def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | No
                      writer_widths: list[float] | str | Path | None = None,
                      style_temperature: float | None = None, live: bool = False,
                      line_style_temperature: float | None = None, ink_quantile: float | None = None,
-                     ink_floor: float | None = None) -> Path:
+                     ink_floor: float | None = None, margin: float | None = None) -> Path:
     """The small weights file: the EMA generator and style encoder (`live`: the live ones, to judge
     them beside the EMA, which once hid a collapse), with `style_temperature` (if given) as the
     generator's default (WordGenerator.style_temperature, chosen on validation writers) and
     `line_style_temperature` as that of whole lines; `ink_quantile` (if given): every word's ink
     stretched so that this quantile is full ink (WordGenerator.ink_quantile), then `ink_floor` (if
-    given): ink below it made background (WordGenerator.ink_floor). `writer_widths` (data.writer_px_per_char of
+    given): ink below it made background (WordGenerator.ink_floor); `margin` (if given): background
+    on each side of every word, a fraction of its height (WordGenerator.margin). `writer_widths` (data.writer_px_per_char of
     the training words, or an LMDB of them to measure at the checkpoint's height) fills in what
     checkpoints of older trainers lack, for per-style widths."""
     checkpoint = Path(checkpoint)
@@ -64,6 +65,8 @@ def export_generator(checkpoint: str | Path, out: str | Path, metrics: dict | No
         extra["ink_quantile"] = check_ink_quantile(ink_quantile)
     if ink_floor is not None:
         extra["ink_floor"] = check_ink_floor(ink_floor)
+    if margin is not None:
+        extra["margin"] = check_margin(margin)
     if writer_widths is not None and not extra.get("writer_px_per_char"):
         extra["writer_px_per_char"] = list(writer_widths)
     kept = {"generator_ema": models[key]}
@@ -94,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ink-floor", type=float, metavar="F", help="store F as the generator's ink floor: after "
                    "the stretch, ink below F (e.g. 0.15) is made background and the rest rescaled, removing "
                    "G's grey haze and soft stroke edges (default: none)")
+    p.add_argument("--margin", type=float, metavar="F", help="store F as the generator's side margin: "
+                   "background F times the height wide on each side of every word, as segmented real words "
+                   "have (e.g. 0.1; default: none, G's words end at their last column)")
     p.add_argument("--live", action="store_true", help="export the live generator and style encoder instead of "
                    "their EMA (to judge both: the EMA can hide a collapse or average styles away)")
     args = p.parse_args(argv)
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = export_generator(args.checkpoint, args.out, metrics, args.writer_widths_from, args.style_temperature,
                                 live=args.live, line_style_temperature=args.line_style_temperature,
-                                ink_quantile=args.ink_quantile, ink_floor=args.ink_floor)
+                                ink_quantile=args.ink_quantile, ink_floor=args.ink_floor, margin=args.margin)
     except (CheckpointError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..alphabet import Alphabet, AlphabetError, normalize_text
-from ..images import check_ink_floor, check_ink_quantile, drop_faint_ink, pad_batch, stretch_ink
+from ..images import check_ink_floor, check_ink_quantile, check_margin, drop_faint_ink, pad_batch, stretch_ink
 from ..training.checkpoint import CheckpointError, load_checkpoint
 from .models import Discriminator, Generator, StyleEncoder
 
@@ -121,6 +121,10 @@ class WordGenerator:
         # G's words carry more grey haze around their strokes than real ones, yet without it they
         # taught a recognizer less (README, stage 15), so exports store none unless asked. 0: none.
         self.ink_floor = check_ink_floor(self.info.get("ink_floor", 0.0))
+        # Background columns added on each side of every word, as a fraction of its height
+        # (gan.export --margin): G fills its width with ink, while segmented real words carry a
+        # margin, which weighs most in short words. 0: none. Lines trim words to their ink anyway.
+        self.margin = check_margin(self.info.get("margin", 0.0))
         # Real writers' mean widths per character (sorted), if stored: each style gets one of them.
         widths = self.info.get("writer_px_per_char") or []
         self.writer_widths = torch.tensor(widths, dtype=torch.float64) if len(widths) >= 2 else None
@@ -291,9 +295,10 @@ class WordGenerator:
                 if natural_width and ppc:
                     w = max(1, round(n * ppc))
                     img = F.interpolate(img[None], size=(img.shape[1], w), mode="bilinear", align_corners=False)[0]
-                img = img.clamp(0, 1)
-                out.append(drop_faint_ink(stretch_ink(img, self.ink_quantile) if self.ink_quantile else img,
-                                          self.ink_floor))
+                img = drop_faint_ink(stretch_ink(img.clamp(0, 1), self.ink_quantile) if self.ink_quantile
+                                     else img.clamp(0, 1), self.ink_floor)
+                pad = round(self.margin * img.shape[1])
+                out.append(F.pad(img, (pad, pad)) if pad else img)
         return out
 
     def generate_line(self, text: str, z: torch.Tensor | None = None, seed: int | None = None, *,
