@@ -122,8 +122,8 @@ class WordGenerator:
         # taught a recognizer less (README, stage 15), so exports store none unless asked. 0: none.
         self.ink_floor = check_ink_floor(self.info.get("ink_floor", 0.0))
         # Background columns added on each side of every word, as a fraction of its height
-        # (gan.export --margin): G fills its width with ink, while segmented real words carry a
-        # margin, which weighs most in short words. 0: none. Lines trim words to their ink anyway.
+        # (gan.export --margin), as segmented real words carry; at 0.1 the words taught a recognizer
+        # less (README), so exports store none unless asked. Lines trim words to their ink anyway.
         self.margin = check_margin(self.info.get("margin", 0.0))
         # Real writers' mean widths per character (sorted), if stored: each style gets one of them.
         widths = self.info.get("writer_px_per_char") or []
