@@ -93,9 +93,14 @@ def arm_length_errors(arm_dir: Path, seeds: list[int]) -> dict[str, tuple[int, i
     """(character errors, reference characters) per reference-length bin, over the seeds."""
     total = {length_bin(e): (0, 0) for e in WORD_LENGTH_EDGES}
     for seed in seeds:
-        for row in seed_samples(arm_dir, seed):
-            k = length_bin(int(row["length"]))
-            total[k] = (total[k][0] + int(row["char_errors"]), total[k][1] + int(row["length"]))
+        for line, row in enumerate(seed_samples(arm_dir, seed), start=2):
+            try:
+                errors, length = int(row["char_errors"]), int(row["length"])
+            except (TypeError, ValueError):
+                raise BenchmarkError(f"{arm_dir / f'seed{seed}' / 'test' / 'samples.csv'} line {line}: char_errors "
+                                     f"{row['char_errors']!r} and length {row['length']!r} must be integers") from None
+            k = length_bin(length)
+            total[k] = (total[k][0] + errors, total[k][1] + length)
     return total
 
 

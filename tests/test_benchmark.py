@@ -415,6 +415,10 @@ def test_compare_cli_pairs_the_seeds_two_arm_folders_share(tmp_path, capsys):
     (tmp_path / "b" / "seed2" / "test" / "samples.csv").write_text("index,reference\n0,Le\n", encoding="utf-8")
     assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--by-length"]) == 2
     assert "no char_errors, hypothesis, length column" in capsys.readouterr().err
+    (tmp_path / "b" / "seed2" / "test" / "samples.csv").write_text(
+        "index,reference,hypothesis,char_errors,length\n0,Le,Le,0,2\n1,A9,A,one,2\n", encoding="utf-8")
+    assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--by-length"]) == 2
+    assert "seed2/test/samples.csv line 3: char_errors 'one'" in capsys.readouterr().err
     assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
     assert "no such arm folder" in capsys.readouterr().err
 
