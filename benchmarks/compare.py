@@ -57,9 +57,13 @@ def compare_arms(first: Path, second: Path, seeds: set[int] | None = None, resam
 WORD_LENGTH_EDGES = (1, 2, 3, 4, 6, 9)  # reference lengths [1], [2], [3], [4, 5], [6, 8], [9, inf)
 
 
+def samples_path(arm_dir: Path, seed: int) -> Path:
+    return arm_dir / f"seed{seed}" / "test" / "samples.csv"
+
+
 def seed_samples(arm_dir: Path, seed: int) -> list[dict]:
     """The rows of a run's test/samples.csv (recognizer.evaluate's per-sample report)."""
-    path = arm_dir / f"seed{seed}" / "test" / "samples.csv"
+    path = samples_path(arm_dir, seed)
     try:
         with open(path, encoding="utf-8", newline="") as f:
             rows = list(csv.DictReader(f))
@@ -97,7 +101,7 @@ def arm_length_errors(arm_dir: Path, seeds: list[int]) -> dict[str, tuple[int, i
             try:
                 errors, length = int(row["char_errors"]), int(row["length"])
             except (TypeError, ValueError):
-                raise BenchmarkError(f"{arm_dir / f'seed{seed}' / 'test' / 'samples.csv'} line {line}: char_errors "
+                raise BenchmarkError(f"{samples_path(arm_dir, seed)} line {line}: char_errors "
                                      f"{row['char_errors']!r} and length {row['length']!r} must be integers") from None
             k = length_bin(length)
             total[k] = (total[k][0] + errors, total[k][1] + length)

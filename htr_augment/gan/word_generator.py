@@ -295,8 +295,10 @@ class WordGenerator:
                 if natural_width and ppc:
                     w = max(1, round(n * ppc))
                     img = F.interpolate(img[None], size=(img.shape[1], w), mode="bilinear", align_corners=False)[0]
-                img = drop_faint_ink(stretch_ink(img.clamp(0, 1), self.ink_quantile) if self.ink_quantile
-                                     else img.clamp(0, 1), self.ink_floor)
+                img = img.clamp(0, 1)
+                if self.ink_quantile:
+                    img = stretch_ink(img, self.ink_quantile)
+                img = drop_faint_ink(img, self.ink_floor)
                 pad = round(self.margin * img.shape[1])
                 out.append(F.pad(img, (pad, pad)) if pad else img)
         return out
