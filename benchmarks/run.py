@@ -34,7 +34,9 @@ The synthetic words are made once per benchmark: `synthetic_pool` words per sour
 lexicon, cached in an LMDB under OUT/cache/ (named by a hash of source, generator SHA-256,
 lexicon, count, seed and height; built beside and renamed when complete), shared by every
 seed and arm and reused on rerun; the report gives its build time apart from the runs'.
-The lexicon is --lexicon, else the words of the regime's training labels. At the line level
+The lexicon is --lexicon, else the words of the regime's training labels; each distinct word is
+drawn alike (--lexicon-weight type), or as often as it is listed (token: the labels' own word
+frequencies, so short words keep their share of the batch). At the line level
 the same holds for `synthetic_pool` lines per source drawn from a corpus of line texts:
 --corpus (an alias of --lexicon), else the regime's own training lines (the low-resource
 writers' texts); their key also holds the layout statistics' SHA-256.
@@ -75,7 +77,7 @@ from htr_augment.data import LmdbWordDataset
 from htr_augment.data.credit import data_credit
 from htr_augment.gan.word_generator import check_style_temperature
 from htr_augment.images import encode_png, to_uint8
-from htr_augment.lexicon import load_lexicon
+from htr_augment.lexicon import LEXICON_WEIGHTS, label_words, load_lexicon, weigh_words
 from htr_augment.mixing import MixedDataset, MixingBatchSampler
 from htr_augment.synthetic_cache import InterleavedDataset, WordCache, cached_words
 from htr_augment.training import read_metrics_csv, select_device
@@ -127,6 +129,7 @@ DEFAULTS: dict[str, Any] = {
     "synthetic_ratio": 0.5,     # fraction of each batch that is synthetic in every synthetic arm
     "synthetic_pool": 20000,    # words cached per synthetic source (and lexicon), shared by seeds and arms
     "synthetic_seed": 0,        # seed of the cached words: word i is a function of (seed, i)
+    "lexicon_weight": "type",   # words level: type (each distinct word alike) or token (as often as in the lexicon)
     "fonts": "",                # fonts arms: a comma list of installed font file names ("": all of them)
     "style_temperature": None,  # gan arms: prior styles at this multiple of the prior's spread (None: the generator's)
     "legible_by": "",           # gan arms: a recognizer that must read each GAN word as its text ("": no filter)
@@ -189,6 +192,12 @@ def check_settings(s: dict, config: dict) -> None:
         raise BenchmarkError(f"--style-temperature: {e}") from None
     if s["evaluate"] not in ("best", "last"):
         raise BenchmarkError(f"evaluate must be 'best' or 'last', got {s['evaluate']!r}")
+    if s["lexicon_weight"] not in LEXICON_WEIGHTS:
+        raise BenchmarkError(f"--lexicon-weight must be one of {', '.join(LEXICON_WEIGHTS)}, "
+                             f"got {s['lexicon_weight']!r}")
+    if s["lexicon_weight"] != "type" and s["level"] != "words":
+        raise BenchmarkError("--lexicon-weight weighs the words of a word lexicon; at --level lines the corpus "
+                             "lines are drawn as they are listed")
     if s["legible_by"] and s["level"] != "words":
         raise BenchmarkError("--legible-by filters GAN words; it is not available at --level lines")
     if s["gan_styles"] and s["level"] != "words":
@@ -273,6 +282,8 @@ class Source:
     sha256: str | None = None
     fonts: list[str] | None = None
     lexicon: str | None = None  # --lexicon/--corpus, else the regime's training labels (their words, or lines)
+    lexicon_sha256: str | None = None  # --lexicon's words, by content (the run folder's name carries it)
+    lexicon_weight: str = "type"  # words: type (distinct words alike) or token (as often as listed)
     alphabet: Alphabet | None = None  # the generator's: words it cannot write are left out
     credit: str = ""  # of the data the generator was trained on
     level: str = "words"  # what it writes: words, or whole lines (benchmarks.lines)
@@ -300,6 +311,10 @@ class Source:
             tag += f"-styles-{'train' if self.styles == 'train' else self.styles_sha256[:8]}-m{self.style_mix:g}"
         if self.kind == "fonts" and self.font_subset:  # its own run folder; font file names make poor ones
             tag += f"-{sha256_text(','.join(self.fonts))[:8]}"
+        if self.lexicon_sha256:
+            tag += f"-lex-{self.lexicon_sha256[:8]}"
+        if self.lexicon_weight != "type":
+            tag += f"-{self.lexicon_weight}s"
         return f"{tag}-lines" if self.lines else tag
 
     @property
@@ -313,6 +328,7 @@ class Source:
         return {"source": self.kind, "generator": str(self.generator) if self.generator else None,
                 "generator_sha256": self.sha256, "fonts": self.fonts, "level": self.level,
                 "lexicon": self.texts_of,
+                **({"lexicon_weight": self.lexicon_weight} if not self.lines else {}),
                 **({"style_temperature": self.style_temperature} if self.kind == "gan" else {}),
                 **({"legible_by": self.reader, "legible_by_sha256": self.reader_sha256, "legible_tries": self.tries}
                    if self.reader else {}),
@@ -347,10 +363,17 @@ class Source:
 def make_source(kind: str, generator: str | None, lexicon: str | None,
                 alternatives: str = ", or leave the gan arms out (--arms baseline,fonts)", level: str = "words",
                 style_temperature: float | None = None, fonts: list[str] | None = None,
-                legible_by: str = "", tries: int = 4, styles: str = "", style_mix: float | None = None) -> Source:
+                legible_by: str = "", tries: int = 4, styles: str = "", style_mix: float | None = None,
+                lexicon_weight: str = "type") -> Source:
     """A synthetic source, checked before any training starts (weights exist and load, fonts are
     installed, the --legible-by recognizer exists, --gan-styles can be used)."""
     chosen_fonts = [f for f in (fonts or []) if f]
+    lex = {"lexicon": lexicon, "lexicon_weight": lexicon_weight, "level": level}
+    if lexicon:
+        try:
+            lex["lexicon_sha256"] = sha256_text("\n".join(load_lexicon(lexicon)))
+        except (OSError, ValueError) as e:
+            raise BenchmarkError(f"--lexicon {lexicon}: {e}") from None
     if kind == "fonts":
         from htr_augment.fonts import find_fonts
         fonts = find_fonts()
@@ -358,12 +381,12 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
             raise BenchmarkError("the fonts arms: no handwriting font installed "
                                  "(pip install fontpkg-caveat fontpkg-kalam fontpkg-indie-flower)")
         if not chosen_fonts:
-            return Source("fonts", fonts=[p.name for p in fonts], lexicon=lexicon, level=level)
+            return Source("fonts", fonts=[p.name for p in fonts], **lex)
         names = {p.name for p in fonts}
         unknown = [f for f in chosen_fonts if f not in names]
         if unknown:
             raise BenchmarkError(f"--fonts: {', '.join(unknown)} not installed (installed: {', '.join(sorted(names))})")
-        return Source("fonts", fonts=sorted(set(chosen_fonts)), lexicon=lexicon, level=level, font_subset=True)
+        return Source("fonts", fonts=sorted(set(chosen_fonts)), font_subset=True, **lex)
     if kind != "gan":
         raise BenchmarkError(f"unknown synthetic source {kind!r} (gan or fonts)")
     from htr_augment.gan import word_generator
@@ -390,8 +413,8 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
         styled = {"styles": styles, "style_mix": 1.0 if style_mix is None else float(style_mix)}
         if styles != "train":
             styled.update(styles=str(Path(styles).resolve()), styles_sha256=styles_identity(styles_dataset(styles)))
-    return Source("gan", generator=path.resolve(), sha256=file_sha256(path), lexicon=lexicon,
-                  alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "", level=level,
+    return Source("gan", generator=path.resolve(), sha256=file_sha256(path), **lex,
+                  alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "",
                   style_temperature=gen.resolve_style_temperature(style_temperature, lines=level == "lines"),
                   **reader, **styled)
 
@@ -422,12 +445,14 @@ def synthetic_texts(source: Source, real: LmdbWordDataset, alphabet: Alphabet) -
     words the recognizer's alphabet (it must learn them) and the generator's can write."""
     if source.lines:
         return corpus_lines(source.lexicon, real.texts, alphabet, source.alphabet, source.kind)
-    words = set(load_lexicon(source.lexicon) if source.lexicon else (w for t in real.texts for w in t.split()))
+    words = weigh_words(load_lexicon(source.lexicon) if source.lexicon else label_words(real.texts),
+                        source.lexicon_weight)
     writable = [alphabet] + ([source.alphabet] if source.alphabet else [])
-    usable = sorted(w for w in words if not any(a.missing(w) for a in writable))
+    usable = [w for w in words if not any(a.missing(w) for a in writable)]
     if len(usable) < len(words):
-        log.warning("synthetic lexicon (%s): %d of %d words have characters outside the recognizer's or the "
-                    "generator's alphabet; left out", source.kind, len(words) - len(usable), len(words))
+        log.warning("synthetic lexicon (%s): %d of %d %s have characters outside the recognizer's or the "
+                    "generator's alphabet; left out", source.kind, len(words) - len(usable), len(words),
+                    "words listed" if source.lexicon_weight == "token" else "distinct words")
     if not usable:
         alphabets = "the recognizer's and the generator's alphabets" if source.alphabet else "the recognizer's alphabet"
         raise BenchmarkError(f"no word of the synthetic lexicon ({source.lexicon or 'training labels'}) can be "
@@ -474,7 +499,8 @@ def make_arms(settings: dict, generator: str | None, lexicon: str | None) -> tup
                               style_temperature=settings["style_temperature"],
                               fonts=font_names(settings["fonts"]), legible_by=settings["legible_by"],
                               tries=int(settings["legible_tries"]), styles=settings["gan_styles"],
-                              style_mix=settings["gan_style_mix"]) for k in kinds}
+                              style_mix=settings["gan_style_mix"],
+                              lexicon_weight=settings["lexicon_weight"]) for k in kinds}
     ratio, pool = float(settings["synthetic_ratio"]), int(settings["synthetic_pool"])
     arms = [Arm(a, tuple(sources[k] for k in ARM_SOURCES[a]), ratio if ARM_SOURCES[a] else 0.0, pool,
                 int(settings["synthetic_seed"])) for a in settings["arms"]]
@@ -930,6 +956,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lexicon", "--corpus", dest="lexicon", metavar="FILE", help="what the synthetic sources write: "
                    "words (--level words) or lines of text (--level lines), a text file (one per line) or an LMDB "
                    "(its labels); default: the words, or the line texts, of the regime's training labels")
+    p.add_argument("--lexicon-weight", choices=LEXICON_WEIGHTS, help="words level: how often the synthetic "
+                   "sources write each word of the lexicon: type = each distinct word alike (default), token = as "
+                   "often as it is listed (the training labels' own word frequencies, so short words such as "
+                   "'de' or 'à' keep their share of the batch)")
     p.add_argument("--seeds", type=int, metavar="N", help="runs per arm, seeds train.seed .. train.seed + N - 1")
     p.add_argument("--steps", type=int, help="optimizer steps per run (every arm)")
     p.add_argument("--regime", choices=REGIMES, help="low: K training writers; full: all of them; both")
@@ -964,7 +994,7 @@ def _settings_from_args(args: argparse.Namespace) -> tuple[dict, dict]:
     overrides.update({key: getattr(args, key) for key in ("level", "reference", "synthetic_ratio", "synthetic_pool",
                                                           "style_temperature", "fonts", "split", "seeds", "steps",
                                                           "legible_by", "legible_tries", "gan_styles",
-                                                          "gan_style_mix",
+                                                          "gan_style_mix", "lexicon_weight",
                                                           "regime", "writers", "writer_seed", "device", "bootstrap")})
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if args.num_workers is not None:

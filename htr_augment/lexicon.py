@@ -33,6 +33,25 @@ def load_lexicon(source: str | os.PathLike | list[str]) -> list[str]:
     return words
 
 
+LEXICON_WEIGHTS = ("type", "token")
+
+
+def weigh_words(words: list[str], weight: str = "type") -> list[str]:
+    """The words a synthetic source draws from uniformly: type = each distinct word once (sorted);
+    token = as listed, so a word comes up as often as it occurs (a labels' short function words
+    such as 'de' or 'à' then keep their share, which a list of distinct words all but removes)."""
+    if weight == "token":
+        return list(words)
+    if weight == "type":
+        return sorted(set(words))
+    raise ValueError(f"lexicon weight must be one of {', '.join(LEXICON_WEIGHTS)}, got {weight!r}")
+
+
+def label_words(labels) -> list[str]:
+    """Every word of the labels, in order, repeats included."""
+    return [w for label in labels for w in label.split()]
+
+
 def restrict(words: list[str], alphabet: Alphabet, max_length: int | None = None) -> tuple[list[str], Counter]:
     """Words the alphabet can write (and not longer than max_length), with what was dropped and why."""
     kept, dropped = [], Counter()

@@ -35,6 +35,7 @@ from htr_augment.alphabet import Alphabet
 from htr_augment.config import ConfigError
 from htr_augment.data import CTCCollate, LmdbWordDataset
 from htr_augment.images import pad_batch
+from htr_augment.lexicon import LEXICON_WEIGHTS
 from htr_augment.metrics import EditCounts
 from htr_augment.training import (CheckpointError, MetricsLogger, all_gather_objects, all_reduce_sum, barrier,
                                   check_alphabet, cleanup_distributed, init_distributed, load_checkpoint,
@@ -464,6 +465,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     syn.add_argument("--generator", metavar="CKPT", help="GAN checkpoint (default: the weights shipped in the package)")
     syn.add_argument("--synthetic-lexicon", metavar="FILE",
                      help="words to generate: text file or LMDB (default: the words of the training labels)")
+    syn.add_argument("--synthetic-lexicon-weight", choices=LEXICON_WEIGHTS, default="type",
+                     help="type: each distinct word alike (default); token: as often as it is listed, e.g. "
+                          "the training labels' word frequencies, so short words keep their share")
     syn.add_argument("--synthetic-length", type=int, default=0,
                      help="distinct synthetic words before they repeat (default: 10 x the real training set)")
     return p.parse_args(argv)
@@ -496,14 +500,13 @@ def load_datasets(config: dict, train_paths: Sequence[str], val_path: str | None
 def mix_synthetic(config: dict, real: Dataset, alphabet: Alphabet, args: argparse.Namespace):
     """The real training set with generated words mixed in at args.synthetic_ratio of each batch."""
     from htr_augment import MixedDataset, MixingBatchSampler, SyntheticWordDataset
-    from htr_augment.lexicon import load_lexicon
+    from htr_augment.lexicon import label_words, load_lexicon, weigh_words
 
     if not 0 < args.synthetic_ratio < 1:
         raise ValueError(f"--synthetic-ratio must be in [0, 1), got {args.synthetic_ratio}")
-    if args.synthetic_lexicon:
-        words = load_lexicon(args.synthetic_lexicon)
-    else:
-        words = sorted({w for path in args.train for label in load_lexicon(path) for w in label.split()})
+    listed = (load_lexicon(args.synthetic_lexicon) if args.synthetic_lexicon
+              else [w for path in args.train for w in label_words(load_lexicon(path))])
+    words = weigh_words(listed, args.synthetic_lexicon_weight)
     usable = [w for w in words if not alphabet.missing(w)]  # the recognizer must be able to learn them
     if len(usable) < len(words):
         log.warning("synthetic lexicon: %d of %d words have characters outside the recognizer's alphabet; "

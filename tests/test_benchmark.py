@@ -604,3 +604,39 @@ def test_fonts_arm_can_use_a_chosen_subset_of_the_installed_fonts(tmp_path, caps
     assert main(args(data, tmp_path / "a", "--arms", "baseline,fonts", "--fonts", "Nope.ttf")) == 2
     err = capsys.readouterr().err
     assert "Nope.ttf not installed" in err and installed[0].name in err
+
+
+def test_lexicon_weight_token_draws_each_word_as_often_as_listed(tmp_path, data, capsys):
+    from types import SimpleNamespace
+
+    from htr_augment.alphabet import Alphabet
+    real = SimpleNamespace(texts=["de la maison", "de chat", "de la porte", "zut"])
+    alphabet = Alphabet(list(" abcdehilmnoprstu"))  # no "z": "zut" cannot be learnt
+    by_type = benchmarks.run.make_source("fonts", None, None)
+    by_token = benchmarks.run.make_source("fonts", None, None, lexicon_weight="token")
+    assert benchmarks.run.synthetic_texts(by_type, real, alphabet) == ["chat", "de", "la", "maison", "porte"]
+    assert benchmarks.run.synthetic_texts(by_token, real, alphabet) == ["de", "la", "maison", "de", "chat",
+                                                                        "de", "la", "porte"]
+    assert by_token.tag == "fonts-tokens" and by_type.tag == "fonts"  # its own run folder
+    assert by_token.describe()["lexicon_weight"] == "token"
+    # A --lexicon file names the run folder by its content: another word list gets another folder.
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("chat\nchat\nporte\n", encoding="utf-8")
+    b.write_text("maison\n", encoding="utf-8")
+    tags = {benchmarks.run.make_source("fonts", None, str(p)).tag for p in (a, b)}
+    assert len(tags) == 2 and all(t.startswith("fonts-lex-") for t in tags)
+    assert benchmarks.run.synthetic_texts(benchmarks.run.make_source("fonts", None, str(a), lexicon_weight="token"),
+                                          real, alphabet) == ["chat", "chat", "porte"]
+    # End to end: the cached words follow the labels' frequencies; bad settings stop before training.
+    assert main(args(data, tmp_path / "run", "--arms", "baseline,fonts", "--regime", "low",
+                     "--lexicon-weight", "token")) == 0
+    rep = report(tmp_path / "run")
+    assert rep["synthetic"]["sources"]["fonts"]["lexicon_weight"] == "token"
+    pool = rep["regimes"]["low"]["pools"]["fonts"]
+    regime = LmdbWordDataset(data / "train.lmdb")
+    kept = set(rep["regimes"]["low"]["writer_ids"])
+    assert pool["lexicon_words"] == sum(len(t.split()) for t, w in zip(regime.texts, regime.writers) if w in kept)
+    assert main(args(data, tmp_path / "x", "--lexicon", str(tmp_path / "none.txt"))) == 2
+    assert "--lexicon" in capsys.readouterr().err
+    assert main(args(data, tmp_path / "y", "--level", "lines", "--lexicon-weight", "token")) == 2
+    assert "--lexicon-weight" in capsys.readouterr().err

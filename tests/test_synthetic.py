@@ -74,6 +74,32 @@ def test_lexicon_sources_and_alphabet_filter(ckpt, tmp_path, caplog):
         load_lexicon(tmp_path / "nope.txt")
 
 
+def test_lexicon_weight_type_or_token(ckpt, tmp_path):
+    from argparse import Namespace
+
+    from htr_augment.alphabet import Alphabet
+    from htr_augment.lexicon import label_words, weigh_words
+    from recognizer.train import mix_synthetic
+    labels = ["de la rue", "de chat", "la rue de"]
+    assert label_words(labels) == ["de", "la", "rue", "de", "chat", "la", "rue", "de"]
+    assert weigh_words(label_words(labels)) == ["chat", "de", "la", "rue"]
+    assert weigh_words(label_words(labels), "token") == label_words(labels)
+    with pytest.raises(ValueError, match="type, token"):
+        weigh_words(labels, "zipf")
+    # The recognizer's trainer: the training labels' words, by type (default) or by token.
+    gt = write_gt(tmp_path / "src", ["rue", "chat", "rue", "rue"], height=32)
+    from htr_augment.data.build_lmdb import BuildOptions, build
+    from htr_augment.data.sources import read_gt
+    build(read_gt(gt), tmp_path / "r.lmdb", BuildOptions(height=32), inputs=["x"], progress=False)
+    real = LmdbWordDataset(tmp_path / "r.lmdb", height=32)
+    config = {"train": {"seed": 0, "batch_size": 4}, "data": {"height": 32}}
+    for weight, expected in (("type", ["chat", "rue"]), ("token", ["rue", "chat", "rue", "rue"])):
+        args = Namespace(synthetic_ratio=0.5, synthetic_lexicon=None, synthetic_lexicon_weight=weight,
+                         train=[str(tmp_path / "r.lmdb")], generator=str(ckpt), synthetic_length=8)
+        mixed, _ = mix_synthetic(config, real, Alphabet(list("abcdefghijklmnopqrstuvwxyz")), args)
+        assert mixed.synthetic.words == expected
+
+
 def test_ngram_sampler_makes_new_words_of_the_language():
     words = ["maison", "raison", "saison", "poison", "prison", "frisson", "chanson", "garçon"] * 3
     s = NgramSampler(words, n=3, min_length=3, max_length=9)
