@@ -99,6 +99,13 @@ def _sources_text(syn: dict) -> list[str]:
     return out
 
 
+def _weight_text(syn: dict) -> str:
+    """How the lexicon's words are drawn (reports before --lexicon-weight existed: by type)."""
+    if syn.get("lexicon_weight", "type") == "token":
+        return ", each word as often as it is listed (--lexicon-weight token)"
+    return ""
+
+
 def _pool_text(pool: dict) -> str:
     built = f"reused (built in {_minutes(pool['build_s'])})" if pool["reused"] else \
         f"built in {_minutes(pool['build_s'])}"
@@ -163,7 +170,7 @@ def _intro(rep: dict) -> list[str]:
         lines.append(f"Synthetic sources ({written}): {'; '.join(_sources_text(syn))}; {syn['ratio']:.0%} of each "
                      f"batch in every synthetic arm (gan+fonts: half of it from each); {syn['pool']:,} cached {unit} "
                      f"per source and {of} (seed {syn['pool_seed']}), shared by every seed and arm; {of}: "
-                     f"{syn['lexicon']}.")
+                     f"{syn['lexicon']}{_weight_text(syn)}.")
         lines.append(f"Cached synthetic {unit}: {_minutes(cache['build_s_this_run'])} spent building "
                      f"{_count(cache['built_this_run'], 'cache')} in this run ({_minutes(cache['build_s_all'])} "
                      "for all of them, whenever built), not counted in the runs' wall time.")

@@ -708,7 +708,7 @@ def run_one(ctx: Context, regime: Regime, arm: Arm, seed: int, pools: dict[str, 
 #               seconds, splits: {SPLIT: {lines, lines_kept, words, seconds}}}
 #   reference  null or {name, file, sha256, test, cer, wer, cer_ci95, wer_ci95, samples, steps, ...} (or {name, error})
 #   wall_s     {study, data, runs, note}: this invocation's wall time
-#   synthetic  {ratio, pool, pool_seed, unit (words | lines), lexicon, generator, generator_sha256,
+#   synthetic  {ratio, pool, pool_seed, unit (words | lines), lexicon, lexicon_weight, generator, generator_sha256,
 #               sources: {gan|fonts: {...}}}
 #   (at the line level, the *words counts below count the cached lines, and lexicon_words the corpus lines)
 #   cache      {dir, caches, built_this_run, build_s_this_run, build_s_all}
@@ -811,6 +811,7 @@ def describe_synthetic(settings: dict, sources: dict[str, Source], lexicon: str 
     return {"ratio": float(settings["synthetic_ratio"]), "pool": int(settings["synthetic_pool"]),
             "pool_seed": int(settings["synthetic_seed"]), "unit": level,
             "lexicon": lexicon or f"{'line texts' if level == 'lines' else 'words'} of each regime's training labels",
+            "lexicon_weight": settings["lexicon_weight"],
             "generator": str(gan.generator) if gan else None, "generator_sha256": gan.sha256 if gan else None,
             "style_temperature": gan.style_temperature if gan else None,
             "sources": {kind: src.describe() for kind, src in sources.items()}}

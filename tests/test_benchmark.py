@@ -631,7 +631,8 @@ def test_lexicon_weight_token_draws_each_word_as_often_as_listed(tmp_path, data,
     assert main(args(data, tmp_path / "run", "--arms", "baseline,fonts", "--regime", "low",
                      "--lexicon-weight", "token")) == 0
     rep = report(tmp_path / "run")
-    assert rep["synthetic"]["sources"]["fonts"]["lexicon_weight"] == "token"
+    assert rep["synthetic"]["sources"]["fonts"]["lexicon_weight"] == rep["synthetic"]["lexicon_weight"] == "token"
+    assert "each word as often as it is listed" in (tmp_path / "run" / "report.md").read_text(encoding="utf-8")
     pool = rep["regimes"]["low"]["pools"]["fonts"]
     regime = LmdbWordDataset(data / "train.lmdb")
     kept = set(rep["regimes"]["low"]["writer_ids"])
