@@ -46,7 +46,8 @@ STYLE_CACHE_SIZE = 65_536
 class SyntheticWordDataset(Dataset):
     """Args:
         generator: a WordGenerator, a GAN checkpoint path, or None for the package's weights.
-        lexicon: list of words, text file, LMDB (its labels) or an NgramSampler.
+        lexicon: list of words, text file, LMDB (its labels) or an NgramSampler. Each entry is
+            drawn alike, so repeats weigh a word (lexicon.weigh_words: by type or by token).
         length: the dataset's (virtual) length.
         seed: item i depends only on (seed, i).
         height: output height (default: the generator's); match your real data.
