@@ -62,7 +62,7 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +283,7 @@ class Source:
     fonts: list[str] | None = None
     lexicon: str | None = None  # --lexicon/--corpus, else the regime's training labels (their words, or lines)
     lexicon_sha256: str | None = None  # --lexicon's words, by content (the run folder's name carries it)
+    lexicon_words: tuple[str, ...] = field(default=(), repr=False)  # --lexicon's words as read, once
     lexicon_weight: str = "type"  # words: type (distinct words alike) or token (as often as listed)
     alphabet: Alphabet | None = None  # the generator's: words it cannot write are left out
     credit: str = ""  # of the data the generator was trained on
@@ -360,20 +361,27 @@ class Source:
         return [p for p in find_fonts() if p.name in self.fonts]
 
 
+def read_lexicon(lexicon: str) -> tuple[str, ...]:
+    """--lexicon's words, or a BenchmarkError naming the file and the reason."""
+    try:
+        return tuple(load_lexicon(lexicon))
+    except (OSError, ValueError) as e:
+        raise BenchmarkError(f"--lexicon {lexicon}: {e}") from None
+
+
 def make_source(kind: str, generator: str | None, lexicon: str | None,
                 alternatives: str = ", or leave the gan arms out (--arms baseline,fonts)", level: str = "words",
                 style_temperature: float | None = None, fonts: list[str] | None = None,
                 legible_by: str = "", tries: int = 4, styles: str = "", style_mix: float | None = None,
-                lexicon_weight: str = "type") -> Source:
+                lexicon_weight: str = "type", lexicon_words: tuple[str, ...] | None = None) -> Source:
     """A synthetic source, checked before any training starts (weights exist and load, fonts are
-    installed, the --legible-by recognizer exists, --gan-styles can be used)."""
+    installed, the --legible-by recognizer exists, --gan-styles can be used). `lexicon_words`:
+    the --lexicon file's words if the caller has read them (read_lexicon), else they are read here."""
     chosen_fonts = [f for f in (fonts or []) if f]
     lex = {"lexicon": lexicon, "lexicon_weight": lexicon_weight, "level": level}
     if lexicon:
-        try:
-            lex["lexicon_sha256"] = sha256_text("\n".join(load_lexicon(lexicon)))
-        except (OSError, ValueError) as e:
-            raise BenchmarkError(f"--lexicon {lexicon}: {e}") from None
+        words = lexicon_words if lexicon_words is not None else read_lexicon(lexicon)
+        lex.update(lexicon_words=words, lexicon_sha256=sha256_text("\n".join(words)))
     if kind == "fonts":
         from htr_augment.fonts import find_fonts
         fonts = find_fonts()
@@ -445,7 +453,7 @@ def synthetic_texts(source: Source, real: LmdbWordDataset, alphabet: Alphabet) -
     words the recognizer's alphabet (it must learn them) and the generator's can write."""
     if source.lines:
         return corpus_lines(source.lexicon, real.texts, alphabet, source.alphabet, source.kind)
-    words = weigh_words(load_lexicon(source.lexicon) if source.lexicon else label_words(real.texts),
+    words = weigh_words(list(source.lexicon_words) if source.lexicon else label_words(real.texts),
                         source.lexicon_weight)
     writable = [alphabet] + ([source.alphabet] if source.alphabet else [])
     usable = [w for w in words if not any(a.missing(w) for a in writable)]
@@ -495,7 +503,8 @@ def font_names(value: str | list[str]) -> list[str]:
 def make_arms(settings: dict, generator: str | None, lexicon: str | None) -> tuple[list[Arm], dict[str, Source]]:
     """The arms of settings["arms"] and the sources they need, each source checked once."""
     kinds = [k for k in ("gan", "fonts") if any(k in ARM_SOURCES[a] for a in settings["arms"])]
-    sources = {k: make_source(k, generator, lexicon, level=settings["level"],
+    words = read_lexicon(lexicon) if lexicon and kinds else None
+    sources = {k: make_source(k, generator, lexicon, level=settings["level"], lexicon_words=words,
                               style_temperature=settings["style_temperature"],
                               fonts=font_names(settings["fonts"]), legible_by=settings["legible_by"],
                               tries=int(settings["legible_tries"]), styles=settings["gan_styles"],

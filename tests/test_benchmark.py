@@ -627,6 +627,11 @@ def test_lexicon_weight_token_draws_each_word_as_often_as_listed(tmp_path, data,
     assert len(tags) == 2 and all(t.startswith("fonts-lex-") for t in tags)
     assert benchmarks.run.synthetic_texts(benchmarks.run.make_source("fonts", None, str(a), lexicon_weight="token"),
                                           real, alphabet) == ["chat", "chat", "porte"]
+    # Both arms' sources share the words of one reading of the file, as it was when read.
+    settings = {**benchmarks.run.DEFAULTS, "arms": ["baseline", "fonts"]}
+    _, sources = benchmarks.run.make_arms(settings, None, str(a))
+    a.write_text("changed\n", encoding="utf-8")
+    assert benchmarks.run.synthetic_texts(sources["fonts"], real, alphabet) == ["chat", "porte"]
     # End to end: the cached words follow the labels' frequencies; bad settings stop before training.
     assert main(args(data, tmp_path / "run", "--arms", "baseline,fonts", "--regime", "low",
                      "--lexicon-weight", "token")) == 0
