@@ -132,8 +132,9 @@ DEFAULTS: dict[str, Any] = {
     "lexicon_weight": "type",   # words level: type (each distinct word alike) or token (as often as in the lexicon)
     "fonts": "",                # fonts arms: a comma list of installed font file names ("": all of them)
     "style_temperature": None,  # gan arms: prior styles at this multiple of the prior's spread (None: the generator's)
-    "legible_by": "",           # gan arms: a recognizer that must read each GAN word as its text ("": no filter)
+    "legible_by": "",           # a recognizer that must read each synthetic word as its text ("": no filter) ...
     "legible_tries": 4,         # ... styles tried per word before keeping the one it reads best
+    "legible_sources": "gan",   # ... the sources it filters: gan, or gan,fonts (the fonts on equal terms)
     "gan_styles": "",           # gan arms: styles of real words ("train": the regime's own; an LMDB path; "": the prior)
     "gan_style_mix": None,      # ... the share of GAN words written in them (None: all of them)
     "evaluate": "best",         # checkpoint tested: best (lowest validation CER) or last
@@ -199,7 +200,10 @@ def check_settings(s: dict, config: dict) -> None:
         raise BenchmarkError("--lexicon-weight weighs the words of a word lexicon; at --level lines the corpus "
                              "lines are drawn as they are listed")
     if s["legible_by"] and s["level"] != "words":
-        raise BenchmarkError("--legible-by filters GAN words; it is not available at --level lines")
+        raise BenchmarkError("--legible-by filters synthetic words; it is not available at --level lines")
+    s["legible_sources"] = font_names(s["legible_sources"])  # a comma list (or TOML list) of sources
+    if not s["legible_sources"] or set(s["legible_sources"]) - {"gan", "fonts"}:
+        raise BenchmarkError(f"--legible-sources: a comma list of gan and fonts, got {','.join(s['legible_sources'])!r}")
     if s["gan_styles"] and s["level"] != "words":
         raise BenchmarkError("--gan-styles styles GAN words; it is not available at --level lines")
     if s["gan_style_mix"] is not None:
@@ -290,7 +294,7 @@ class Source:
     level: str = "words"  # what it writes: words, or whole lines (benchmarks.lines)
     style_temperature: float = 1.0  # gan: prior styles at this multiple of the prior's spread
     font_subset: bool = False  # fonts: `fonts` is a chosen subset of the installed ones (--fonts)
-    reader: str | None = None  # gan: the recognizer that must read each word (--legible-by) ...
+    reader: str | None = None  # the recognizer that must read each word (--legible-by) ...
     reader_sha256: str | None = None
     tries: int = 1  # ... and the styles tried per word
     styles: str = ""  # gan: "train" (the regime's training words), an LMDB of real words, or "" (the z prior) ...
@@ -351,7 +355,8 @@ class Source:
                                         legible_by=self.reader, tries=self.tries, styles=styles,
                                         style_mix=self.style_mix if styles is not None else None)
         from htr_augment.fonts import FontWordDataset
-        return FontWordDataset(words, length=length, seed=seed, height=height, fonts=self.font_paths())
+        return FontWordDataset(words, length=length, seed=seed, height=height, fonts=self.font_paths(),
+                               legible_by=self.reader, tries=self.tries)
 
     def font_paths(self) -> list[Path] | None:
         """The chosen font files (None: every installed one)."""
@@ -379,6 +384,14 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
     the --lexicon file's words if the caller has read them (read_lexicon), else they are read here."""
     chosen_fonts = [f for f in (fonts or []) if f]
     lex = {"lexicon": lexicon, "lexicon_weight": lexicon_weight, "level": level}
+    reader = {}
+    if legible_by:
+        from htr_augment.gan.quality import Reader
+        try:  # the dataset's own check: an unknown name or a missing file, before any training
+            weights = Reader(legible_by).path
+        except FileNotFoundError as e:
+            raise BenchmarkError(f"--legible-by {legible_by}: {e}") from None
+        reader = {"reader": legible_by, "reader_sha256": file_sha256(weights), "tries": int(tries)}
     if lexicon:
         words = lexicon_words if lexicon_words is not None else read_lexicon(lexicon)
         lex.update(lexicon_words=words, lexicon_sha256=sha256_text("\n".join(words)))
@@ -389,12 +402,12 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
             raise BenchmarkError("the fonts arms: no handwriting font installed "
                                  "(pip install fontpkg-caveat fontpkg-kalam fontpkg-indie-flower)")
         if not chosen_fonts:
-            return Source("fonts", fonts=[p.name for p in fonts], **lex)
+            return Source("fonts", fonts=[p.name for p in fonts], **lex, **reader)
         names = {p.name for p in fonts}
         unknown = [f for f in chosen_fonts if f not in names]
         if unknown:
             raise BenchmarkError(f"--fonts: {', '.join(unknown)} not installed (installed: {', '.join(sorted(names))})")
-        return Source("fonts", fonts=sorted(set(chosen_fonts)), font_subset=True, **lex)
+        return Source("fonts", fonts=sorted(set(chosen_fonts)), font_subset=True, **lex, **reader)
     if kind != "gan":
         raise BenchmarkError(f"unknown synthetic source {kind!r} (gan or fonts)")
     from htr_augment.gan import word_generator
@@ -405,14 +418,6 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
         raise BenchmarkError(f"no generator weights are shipped in the package yet ({path}): pass --generator CKPT "
                              f"(trained with python -m htr_augment.gan.train){alternatives}")
     gen = word_generator.WordGenerator.load(path)  # CheckpointError naming the file if it is not a GAN checkpoint
-    reader = {}
-    if legible_by:
-        from htr_augment.gan.quality import Reader
-        try:  # the dataset's own check: an unknown name or a missing file, before any training
-            weights = Reader(legible_by).path
-        except FileNotFoundError as e:
-            raise BenchmarkError(f"--legible-by {legible_by}: {e}") from None
-        reader = {"reader": legible_by, "reader_sha256": file_sha256(weights), "tries": int(tries)}
     styled = {}
     if styles:
         if not gen.has_style_encoder:
@@ -506,7 +511,8 @@ def make_arms(settings: dict, generator: str | None, lexicon: str | None) -> tup
     words = read_lexicon(lexicon) if lexicon and kinds else None
     sources = {k: make_source(k, generator, lexicon, level=settings["level"], lexicon_words=words,
                               style_temperature=settings["style_temperature"],
-                              fonts=font_names(settings["fonts"]), legible_by=settings["legible_by"],
+                              fonts=font_names(settings["fonts"]),
+                              legible_by=settings["legible_by"] if k in font_names(settings["legible_sources"]) else "",
                               tries=int(settings["legible_tries"]), styles=settings["gan_styles"],
                               style_mix=settings["gan_style_mix"],
                               lexicon_weight=settings["lexicon_weight"]) for k in kinds}
@@ -949,9 +955,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "were exported with another; > 1 for more varied hands)")
     p.add_argument("--fonts", metavar="FILE,...", help="fonts arms: only these installed font files, by name "
                    "(e.g. 'Caveat[wght].ttf'; default: every installed handwriting font)")
-    p.add_argument("--legible-by", metavar="NAME|CKPT", help="gan arms: a recognizer (e.g. copiste-words) that must "
-                   "read each GAN word as its text; a word it misreads is written again in another style, up to "
-                   "--legible-tries styles, keeping the one read best (default: no filter)")
+    p.add_argument("--legible-by", metavar="NAME|CKPT", help="gan arms (and fonts, with --legible-sources gan,fonts): "
+                   "a recognizer (e.g. copiste-words) that must read each synthetic word as its text; a word it "
+                   "misreads is written again in another style, up to --legible-tries styles, keeping the one read "
+                   "best (default: no filter)")
+    p.add_argument("--legible-sources", metavar="gan[,fonts]", help="with --legible-by: the synthetic sources it "
+                   "filters (default gan; gan,fonts compares the fonts on equal terms)")
     p.add_argument("--legible-tries", type=int, metavar="N", help="with --legible-by: styles tried per word "
                    "(default 4)")
     p.add_argument("--gan-styles", metavar="train|LMDB", help="gan arms: write the GAN words in the styles of real "
@@ -1003,7 +1012,8 @@ def _settings_from_args(args: argparse.Namespace) -> tuple[dict, dict]:
     overrides = {"arms": _arms_from_args(args)}
     overrides.update({key: getattr(args, key) for key in ("level", "reference", "synthetic_ratio", "synthetic_pool",
                                                           "style_temperature", "fonts", "split", "seeds", "steps",
-                                                          "legible_by", "legible_tries", "gan_styles",
+                                                          "legible_by", "legible_tries", "legible_sources",
+                                                          "gan_styles",
                                                           "gan_style_mix", "lexicon_weight",
                                                           "regime", "writers", "writer_seed", "device", "bootstrap")})
     settings.update({k: v for k, v in overrides.items() if v is not None})

@@ -23,6 +23,7 @@ from .alphabet import Alphabet
 from .data.dataset import WordSample
 from .images import resize_to_height, to_tensor
 from .lexicon import NgramSampler, load_lexicon
+from .metrics import cer
 
 
 def find_fonts() -> list[Path]:
@@ -130,10 +131,14 @@ class FontWordDataset(LazyRenderer, Dataset):
         height: output height; match your real data.
         styles: distinct styles drawn from (font, size, stroke weight) combinations.
         fonts: font files (default: every installed fontpkg font).
+        legible_by, max_cer, tries: as SyntheticWordDataset's legibility filter: a word the
+            recognizer does not read as its text is rendered again in another style drawn from
+            (seed, i, attempt), up to `tries` styles, keeping the first read, else the best read
+            (so that the fonts can be compared with filtered GAN words on equal terms).
     """
 
     def __init__(self, lexicon, length: int = 10_000, seed: int = 0, height: int = 64, *, styles: int = 64,
-                 fonts: list[Path] | None = None):
+                 fonts: list[Path] | None = None, legible_by=None, max_cer: float = 0.0, tries: int = 4):
         if length < 1:
             raise ValueError("length must be positive")
         if styles < 1:
@@ -146,6 +151,8 @@ class FontWordDataset(LazyRenderer, Dataset):
         self.alphabet = Alphabet.from_labels(self.words) if self.words else None
         self.fonts = fonts if fonts is not None else find_fonts()
         self._renderer = FontRenderer(height, self.fonts, seed=seed)
+        from .gan.quality import load_reader
+        self.reader, self.max_cer, self.tries = load_reader(legible_by, max_cer, tries)
 
     def __len__(self) -> int:
         return self.length
@@ -161,4 +168,21 @@ class FontWordDataset(LazyRenderer, Dataset):
         if not 0 <= i < self.length:
             raise IndexError(f"index {i} out of range for {self.length} font-rendered words")
         text, style = self.text_and_style(i)
-        return WordSample(self.renderer.render(text, style), text, f"font:{style}")
+        image = self.renderer.render(text, style)
+        if self.reader is not None:
+            style, image = self._legible(i, text, style, image)
+        return WordSample(image, text, f"font:{style}")
+
+    def _legible(self, i: int, text: str, style: int, image: torch.Tensor) -> tuple[int, torch.Tensor]:
+        """The first of up to `tries` styles of item i whose rendering the reader reads as `text`,
+        else the one read best (the first of those)."""
+        best = (cer([text], self.reader([image])), style, image)
+        for attempt in range(1, self.tries):
+            if best[0] <= self.max_cer:
+                break
+            other = random.Random(f"{self.seed}:{i}:style{attempt}").randrange(self.styles)
+            img = self.renderer.render(text, other)
+            c = cer([text], self.reader([img]))
+            if c < best[0]:
+                best = (c, other, img)
+        return best[1], best[2]

@@ -99,7 +99,8 @@ class SyntheticWordDataset(Dataset):
                 raise ValueError("no word of the lexicon can be written with the generator's alphabet "
                                  f"{''.join(self.alphabet.chars)!r}")
         self.styles, self.style_mix = self._load_styles(styles, style_mix)
-        self.reader, self.max_cer, self.tries = self._load_reader(legible_by, max_cer, tries)
+        from .gan.quality import load_reader
+        self.reader, self.max_cer, self.tries = load_reader(legible_by, max_cer, tries)
         self._cache: OrderedDict[int, list[WordSample]] = OrderedDict()
         self._served: dict[int, set[int]] = {}
         self._style_cache: dict[int, torch.Tensor] = {}
@@ -123,19 +124,6 @@ class SyntheticWordDataset(Dataset):
         if len(styles) == 0:
             raise ValueError(f"styles: {styles.path} has no usable word image")
         return styles, style_mix
-
-    @staticmethod
-    def _load_reader(legible_by, max_cer: float, tries: int):
-        if legible_by is None:
-            return None, max_cer, 1
-        if not 0.0 <= max_cer < 1.0:
-            raise ValueError(f"max_cer must be in [0, 1), got {max_cer}")
-        if int(tries) < 1:
-            raise ValueError(f"tries must be at least 1, got {tries}")
-        if not isinstance(legible_by, (str, os.PathLike)):  # a Reader, or any images -> texts callable
-            return legible_by, float(max_cer), int(tries)
-        from .gan.quality import Reader
-        return Reader(legible_by), float(max_cer), int(tries)
 
     @property
     def generator(self):

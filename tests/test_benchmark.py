@@ -485,6 +485,43 @@ def test_font_words_are_deterministic_per_seed_and_index():
         a[20]
 
 
+def test_font_words_legible_by_a_reader_take_the_first_style_it_reads():
+    lexicon = ["maison", "chat", "été", "porte"]
+    plain = FontWordDataset(lexicon, length=6, seed=3, height=32, styles=64)
+    seen = []
+
+    def read(images):  # reads a word only in its third style (two misreadings first)
+        seen.append(images[0])
+        return [plain[current].text if len(seen) == 3 else "#"]
+    filtered = FontWordDataset(lexicon, length=6, seed=3, height=32, styles=64, legible_by=read, tries=4)
+    for current in range(6):
+        seen.clear()
+        got, first = filtered[current], plain[current]
+        assert len(seen) == 3 and got.text == first.text  # the text never changes
+        style = random.Random(f"3:{current}:style2").randrange(64)
+        assert got.writer == f"font:{style}" and torch.equal(got.image, plain.renderer.render(first.text, style))
+        assert torch.equal(seen[0], first.image)
+    never = FontWordDataset(lexicon, length=6, seed=3, height=32, legible_by=lambda ims: ["#"] * len(ims), tries=3)
+    assert torch.equal(never[2].image, plain[2].image) and never[2].writer == plain[2].writer  # none read: the first
+    with pytest.raises(ValueError, match="tries"):
+        FontWordDataset(lexicon, length=6, legible_by=read, tries=0)
+
+
+def test_legible_sources_gan_fonts_filter_the_fonts_too(tmp_path):
+    from .test_gan_quality import tiny_reader_checkpoint
+    reader = str(tiny_reader_checkpoint(tmp_path / "r.pt"))
+    settings = {**benchmarks.run.DEFAULTS, "arms": ["baseline", "fonts"], "legible_by": reader}
+    _, sources = benchmarks.run.make_arms(settings, None, None)
+    assert sources["fonts"].reader is None and sources["fonts"].tag == "fonts"  # by default, the GAN's words only
+    _, sources = benchmarks.run.make_arms({**settings, "legible_sources": "gan,fonts"}, None, None)
+    fonts = sources["fonts"]
+    assert fonts.tag.startswith("fonts-legible4-") and fonts.describe()["legible_by"] == reader
+    assert benchmarks.run.pool_key(fonts, ["abc"], settings, 32)["legible_tries"] == 4
+    assert fonts.dataset(["abc"], 2, 0, 32, "cpu").reader.path.name == "r.pt"
+    with pytest.raises(benchmarks.run.BenchmarkError, match="--legible-sources"):
+        check_settings({**settings, "legible_sources": "gan,lines"}, {})
+
+
 def test_split_val_tests_every_arm_on_the_validation_writers(data, generator, tmp_path):
     out = tmp_path / "val"
     assert main(args(data, out, "--split", "val", "--regime", "low", "--arms", "baseline,gan",

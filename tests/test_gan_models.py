@@ -230,3 +230,28 @@ def test_char_style_starts_as_the_identity_then_lets_the_style_change_letters_ap
         assert torch.equal(styled(tokens, lengths, z), plain(tokens, lengths, z))  # zero FiLM: same function
         styled.char_film.weight.normal_()
         assert not torch.allclose(styled(tokens, lengths, z), plain(tokens, lengths, z), atol=1e-3)
+
+
+def test_minibatch_std_starts_as_a_no_op_then_scores_a_group_by_how_much_its_words_vary():
+    torch.manual_seed(0)
+    plain, mb = Discriminator(base=8), Discriminator(base=8, mbstd_group=4)
+    varied = torch.rand(8, 1, 32, 48) * 2 - 1
+    widths = torch.full((8,), 48)
+    for _ in range(20):  # spectral norm's power iteration settles
+        plain(varied, widths)
+    mb.load_state_dict(plain.state_dict(), strict=False)  # all but the new zero-initialised term
+    plain.eval(), mb.eval()
+    assert torch.allclose(mb(varied, widths), plain(varied, widths))
+    torch.nn.init.constant_(mb.mbstd.weight, -10.0)  # as a trained D might: low spread looks real
+    same = varied[:1].expand(8, -1, -1, -1)  # one word eight times: zero spread in every group
+    lift_same = mb(same, widths) - plain(same, widths)
+    lift_varied = mb(varied, widths) - plain(varied, widths)
+    assert lift_same.abs().max() < 0.1  # no spread: next to nothing added
+    assert (lift_varied < -0.3).all(), lift_varied
+    # Groups are consecutive words: the first group's scores ignore the second group.
+    other = varied.clone()
+    other[4:] = torch.rand(4, 1, 32, 48) * 2 - 1
+    assert torch.equal(mb(other, widths)[:4], mb(varied, widths)[:4])
+    assert not torch.allclose(mb(other, widths)[4:], mb(varied, widths)[4:])
+    with pytest.raises(ValueError, match="mbstd_group"):
+        Discriminator(base=8, pool="sum", mbstd_group=4)

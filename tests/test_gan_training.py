@@ -358,6 +358,21 @@ def test_init_from_adds_char_style_to_a_trained_gan_and_the_new_run_resumes(word
         wider.resume(tmp_path / "old" / "last.pt", warm=True)
 
 
+def test_init_from_adds_minibatch_std_to_a_trained_discriminator(words_lmdb, tmp_path):
+    old = make_trainer(words_lmdb, tmp_path / "old", g_every=1, checkpoint_every=2, sample_every=1000)
+    old.fit(2)
+    sections = {"discriminator": {"mbstd_group": 4}}
+    new = make_trainer_with(words_lmdb, tmp_path / "new", sections, g_every=1, sample_every=1000)
+    new.resume(tmp_path / "old" / "last.pt", warm=True)
+    assert float(new.D.mbstd.weight.detach().abs().sum()) == 0
+    kept = {k: v for k, v in new.D.state_dict().items() if not k.startswith("mbstd.")}
+    assert all(torch.equal(v, old.D.state_dict()[k]) for k, v in kept.items())
+    new.fit(4)
+    assert float(new.D.mbstd.weight.detach().abs().sum()) > 0  # D learns from the batch's spread
+    with pytest.raises(ValueError, match="mbstd_group 3 must divide half the batch"):  # 8 fakes: 4 in E styles, 4 prior
+        make_trainer_with(words_lmdb, tmp_path / "bad", {"discriminator": {"mbstd_group": 3}})
+
+
 def test_init_from_refuses_an_existing_run_and_resume_together(words_lmdb, tmp_path, capsys):
     from htr_augment.gan.train import main as train_main
     tr = make_trainer(words_lmdb, tmp_path / "a", checkpoint_every=1, sample_every=1000)

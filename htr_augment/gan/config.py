@@ -24,7 +24,10 @@ DEFAULTS: dict = {
         "char_style": False,
     },
     "discriminator": {"base": 16, "channel_mult": [1, 2, 4, 8],
-                      "pool": "mean"},  # width-independent score ("sum": the first generators)
+                      "pool": "mean",  # width-independent score ("sum": the first generators)
+                      # Minibatch standard deviation over groups of this many words (0: off): D sees
+                      # how much a batch's hands vary. Zero-initialised (train --init-from adds it).
+                      "mbstd_group": 0},
     "style": {
         # A style encoder E (HiGAN+, GANwriting): G(E(x), text(x)) reconstructs the real word x,
         # G also writes random text in E(x) and in z ~ N(0, I) styles, and E(G(z, t)) ~ z

@@ -189,18 +189,33 @@ class Discriminator(nn.Module):
     then one SN linear with one bias (BigGAN's head; HiGAN+ divides its masked sum by the
     number of characters, which at one column per character is the same). The score is then
     independent of the word's width. pool = "sum" keeps the first generators' head (a 1x1
-    conv summed over positions, bias included), whose score was mostly the width."""
+    conv summed over positions, bias included), whose score was mostly the width.
 
-    def __init__(self, *, base: int = 32, channel_mult: tuple[int, ...] = (1, 2, 4, 8), pool: str = "mean"):
+    mbstd_group = g > 0 (pool "mean" only): minibatch standard deviation (after StyleGAN). The
+    batch is cut into consecutive groups of g words; each word's score also gets a linear term
+    of its group's per-channel standard deviation of the pooled features, so D can tell a batch
+    of words that all share one hand from a batch of real writers. Zero-initialised: a trained
+    D keeps its scores (train --init-from). Callers keep real and generated words in separate
+    groups (the trainer concatenates whole batches of g-multiples)."""
+
+    def __init__(self, *, base: int = 32, channel_mult: tuple[int, ...] = (1, 2, 4, 8), pool: str = "mean",
+                 mbstd_group: int = 0):
         super().__init__()
         if pool not in ("mean", "sum"):
             raise ValueError(f"discriminator pool {pool!r}: expected 'mean' or 'sum'")
+        if mbstd_group < 0 or (mbstd_group and pool != "mean"):
+            raise ValueError(f"discriminator mbstd_group {mbstd_group}: expected 0 (off) or a group size with pool 'mean'")
         chans = [1] + [base * m for m in channel_mult]
         self.blocks = nn.Sequential(*[DownBlock(chans[i], chans[i + 1], first=i == 0) for i in range(len(channel_mult))])
         self.pool = pool
         self.head = SN(nn.Conv2d(chans[-1], 1, 1)) if pool == "sum" else SN(nn.Linear(chans[-1], 1))
         self.stages = len(channel_mult)  # each: conv, act, conv, act, pool (5 modules of self.net)
         self.stride = 2 ** self.stages
+        self.mbstd_group = mbstd_group
+        # No spectral norm: that of a zero matrix is undefined (as for Generator.char_film).
+        self.mbstd = nn.Linear(chans[-1], 1, bias=False) if mbstd_group else None
+        if self.mbstd is not None:
+            nn.init.zeros_(self.mbstd.weight)
 
     def valid_columns(self, widths: torch.Tensor) -> torch.Tensor:
         return ((widths + self.stride - 1) // self.stride).clamp(min=1)
@@ -212,7 +227,17 @@ class Discriminator(nn.Module):
         if self.pool == "sum":
             return (self.head(h).sum(dim=2)[:, 0] * valid).sum(1)
         feats = (h.sum(dim=2) * valid[:, None, :]).sum(2) / cols[:, None].to(h.dtype)  # (B, C)
-        return self.head(feats)[:, 0]
+        score = self.head(feats)[:, 0]
+        if self.mbstd is not None:
+            score = score + self.mbstd(group_std(feats, self.mbstd_group))[:, 0]
+        return score
+
+
+def group_std(x: torch.Tensor, group: int) -> torch.Tensor:
+    """(B, C) -> (B, C): each row replaced by the per-column standard deviation of its group of
+    `group` consecutive rows (the last group may be smaller; a group of one gives 0)."""
+    parts = [x[s:s + group] for s in range(0, x.shape[0], group)]
+    return torch.cat([(p.var(0, unbiased=False) + 1e-8).sqrt().expand_as(p) for p in parts])
 
 
 class WordTrunk(nn.Module):

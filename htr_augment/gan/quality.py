@@ -72,6 +72,21 @@ def at_height(img: torch.Tensor, height: int) -> torch.Tensor:
     return img if img.shape[1] == height else to_tensor(resize_to_height(to_uint8(img), height))
 
 
+def load_reader(legible_by, max_cer: float, tries: int):
+    """(reader, max_cer, tries) of a synthetic dataset's legibility filter (SyntheticWordDataset,
+    FontWordDataset): None for no filter; a shipped name or checkpoint path becomes a Reader; any
+    other callable (list of images -> list of texts) is used as it is."""
+    if legible_by is None:
+        return None, max_cer, 1
+    if not 0.0 <= max_cer < 1.0:
+        raise ValueError(f"max_cer must be in [0, 1), got {max_cer}")
+    if int(tries) < 1:
+        raise ValueError(f"tries must be at least 1, got {tries}")
+    if not isinstance(legible_by, (str, os.PathLike)):
+        return legible_by, float(max_cer), int(tries)
+    return Reader(legible_by), float(max_cer), int(tries)
+
+
 class Reader:
     """Greedy transcriptions of word images by a recognizer: a shipped name (`copiste-words`) or a
     checkpoint of `python -m recognizer.train`, loaded once per process (DataLoader workers reload

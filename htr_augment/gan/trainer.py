@@ -72,7 +72,7 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, wor
 
 # Modules a config may add to a trained GAN (train --init-from): zero-initialised, so that the
 # weights loaded around them keep their function.
-WARM_START_MODULES = ("char_film.",)
+WARM_START_MODULES = ("char_film.", "mbstd.")
 
 
 def load_new_modules(model: torch.nn.Module, state: dict, name: str, path) -> bool:
@@ -139,6 +139,11 @@ class GanTrainer:
         seed_everything(t["seed"] + dist.rank)
         dev = dist.device
         self.G = build_generator(config, len(alphabet)).to(dev)
+        g = config["discriminator"]["mbstd_group"]
+        if g and (t["batch_size"] % g or (t["batch_size"] // 2) % g):
+            # D sees [real; fake] and fake is [E styles; prior styles]: no group may straddle two.
+            raise ValueError(f"discriminator.mbstd_group {g} must divide half the batch "
+                             f"(train.batch_size {t['batch_size']})")
         self.D = build_discriminator(config).to(dev)
         self.E: StyleEncoder | None = build_style_encoder(config).to(dev) if config["style"]["enabled"] else None
         if dist.distributed and self.E is not None:

@@ -34,7 +34,8 @@ def build_generator(config: dict, num_classes: int) -> Generator:
 
 def build_discriminator(config: dict) -> Discriminator:
     d = config["discriminator"]
-    return Discriminator(base=d["base"], channel_mult=tuple(d["channel_mult"]), pool=d.get("pool", "sum"))
+    return Discriminator(base=d["base"], channel_mult=tuple(d["channel_mult"]), pool=d.get("pool", "sum"),
+                         mbstd_group=d.get("mbstd_group", 0))
 
 
 def build_style_encoder(config: dict) -> StyleEncoder:
