@@ -468,6 +468,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     syn.add_argument("--synthetic-lexicon-weight", choices=LEXICON_WEIGHTS, default="type",
                      help="type: each distinct word alike (default); token: as often as it is listed, e.g. "
                           "the training labels' word frequencies, so short words keep their share")
+    syn.add_argument("--synthetic-legible-by", metavar="NAME|CKPT",
+                     help="a recognizer (e.g. copiste-words) that must read each generated word as its text: a "
+                          "misread word is written again in other styles, same text (default: no filter)")
+    syn.add_argument("--synthetic-legible-tries", type=int, default=4, metavar="N",
+                     help="with --synthetic-legible-by: styles tried per word (default 4)")
     syn.add_argument("--synthetic-length", type=int, default=0,
                      help="distinct synthetic words before they repeat (default: 10 x the real training set)")
     return p.parse_args(argv)
@@ -513,11 +518,13 @@ def mix_synthetic(config: dict, real: Dataset, alphabet: Alphabet, args: argpars
                     "left out", len(words) - len(usable), len(words))
     tc = config["train"]
     synth = SyntheticWordDataset(args.generator, usable, length=args.synthetic_length or 10 * len(real),
-                                 seed=tc["seed"], height=config["data"]["height"])
+                                 seed=tc["seed"], height=config["data"]["height"],
+                                 legible_by=args.synthetic_legible_by, tries=args.synthetic_legible_tries)
     mixed = MixedDataset(real, synth)
     sampler = MixingBatchSampler(mixed, tc["batch_size"], args.synthetic_ratio, seed=tc["seed"])
-    log.info("mixing %.0f%% synthetic words from %s (%d lexicon words)", 100 * args.synthetic_ratio,
-             synth.generator.info.get("path"), len(synth.words))
+    log.info("mixing %.0f%% synthetic words from %s (%d lexicon words%s)", 100 * args.synthetic_ratio,
+             synth.generator.info.get("path"), len(synth.words),
+             f", each read by {args.synthetic_legible_by}" if synth.reader is not None else "")
     return mixed, sampler
 
 

@@ -74,7 +74,7 @@ def test_lexicon_sources_and_alphabet_filter(ckpt, tmp_path, caplog):
         load_lexicon(tmp_path / "nope.txt")
 
 
-def test_lexicon_weight_type_or_token(ckpt, tmp_path):
+def test_lexicon_weight_type_or_token_and_the_trainers_legibility_filter(ckpt, tmp_path):
     from argparse import Namespace
 
     from htr_augment.alphabet import Alphabet
@@ -95,9 +95,16 @@ def test_lexicon_weight_type_or_token(ckpt, tmp_path):
     config = {"train": {"seed": 0, "batch_size": 4}, "data": {"height": 32}}
     for weight, expected in (("type", ["chat", "rue"]), ("token", ["rue", "chat", "rue", "rue"])):
         args = Namespace(synthetic_ratio=0.5, synthetic_lexicon=None, synthetic_lexicon_weight=weight,
-                         train=[str(tmp_path / "r.lmdb")], generator=str(ckpt), synthetic_length=8)
+                         train=[str(tmp_path / "r.lmdb")], generator=str(ckpt), synthetic_length=8,
+                         synthetic_legible_by=None, synthetic_legible_tries=4)
         mixed, _ = mix_synthetic(config, real, Alphabet(list("abcdefghijklmnopqrstuvwxyz")), args)
-        assert mixed.synthetic.words == expected
+        assert mixed.synthetic.words == expected and mixed.synthetic.reader is None
+    # --synthetic-legible-by reaches the dataset's legibility filter.
+    from .test_gan_quality import tiny_reader_checkpoint
+    reader = tiny_reader_checkpoint(tmp_path / "reader.pt")
+    args.synthetic_legible_by, args.synthetic_legible_tries = str(reader), 3
+    mixed, _ = mix_synthetic(config, real, Alphabet(list("abcdefghijklmnopqrstuvwxyz")), args)
+    assert mixed.synthetic.reader.path == reader and mixed.synthetic.tries == 3
 
 
 def test_ngram_sampler_makes_new_words_of_the_language():
