@@ -235,7 +235,7 @@ class Discriminator(nn.Module):
 
 def group_std(x: torch.Tensor, group: int) -> torch.Tensor:
     """(B, C) -> (B, C): each row replaced by the per-column standard deviation of its group of
-    `group` consecutive rows (the last group may be smaller; a group of one gives 0)."""
+    `group` consecutive rows (the last group may be smaller; a group of one gives about 0)."""
     parts = [x[s:s + group] for s in range(0, x.shape[0], group)]
     return torch.cat([(p.var(0, unbiased=False) + 1e-8).sqrt().expand_as(p) for p in parts])
 
