@@ -23,7 +23,6 @@ from .alphabet import Alphabet
 from .data.dataset import WordSample
 from .images import resize_to_height, to_tensor
 from .lexicon import NgramSampler, load_lexicon
-from .metrics import cer
 
 
 def find_fonts() -> list[Path]:
@@ -174,15 +173,13 @@ class FontWordDataset(LazyRenderer, Dataset):
         return WordSample(image, text, f"font:{style}")
 
     def _legible(self, i: int, text: str, style: int, image: torch.Tensor) -> tuple[int, torch.Tensor]:
-        """The first of up to `tries` styles of item i whose rendering the reader reads as `text`,
-        else the one read best (the first of those)."""
-        best = (cer([text], self.reader([image])), style, image)
-        for attempt in range(1, self.tries):
-            if best[0] <= self.max_cer:
-                break
-            other = random.Random(f"{self.seed}:{i}:style{attempt}").randrange(self.styles)
-            img = self.renderer.render(text, other)
-            c = cer([text], self.reader([img]))
-            if c < best[0]:
-                best = (c, other, img)
-        return best[1], best[2]
+        """(style, image) of the first of up to `tries` styles of item i whose rendering the reader
+        reads as `text`, else of the one read best; attempt a > 0 draws its style from (seed, i, a)."""
+        from .gan.quality import pick_legible
+
+        def style_of(attempt: int) -> int:
+            return style if attempt == 0 else random.Random(f"{self.seed}:{i}:style{attempt}").randrange(self.styles)
+        images, chosen = pick_legible([text], [image], self.reader,
+                                      lambda attempt, _: [self.renderer.render(text, style_of(attempt))],
+                                      self.max_cer, self.tries)
+        return style_of(chosen[0]), images[0]

@@ -35,7 +35,6 @@ from torch.utils.data import Dataset
 from .data.dataset import LmdbWordDataset, WordSample
 from .images import resize_to_height, to_tensor, to_uint8
 from .lexicon import NgramSampler, load_lexicon, restrict
-from .metrics import cer
 
 log = logging.getLogger(__name__)
 
@@ -211,18 +210,10 @@ class SyntheticWordDataset(Dataset):
 
     def _legible(self, idx: range, draw: int, texts: list[str], images: list[torch.Tensor]) -> list[torch.Tensor]:
         """`images`, each word the reader does not read as its text written again in other styles."""
-        best = [cer([t], [h]) for t, h in zip(texts, self.reader(images))]
-        images = list(images)
-        for attempt in range(1, self.tries):
-            todo = [k for k, c in enumerate(best) if c > self.max_cer]
-            if not todo:
-                break
-            _, again = self._write([self._draw(idx[k], draw, attempt) for k in todo])
-            for k, img, hyp in zip(todo, again, self.reader(again)):
-                c = cer([texts[k]], [hyp])
-                if c < best[k]:
-                    best[k], images[k] = c, img
-        return images
+        from .gan.quality import pick_legible
+        return pick_legible(texts, images, self.reader,
+                            lambda attempt, todo: self._write([self._draw(idx[k], draw, attempt) for k in todo])[1],
+                            self.max_cer, self.tries)[0]
 
     def __getitem__(self, i: int) -> WordSample:
         if i < 0:

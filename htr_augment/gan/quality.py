@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..images import otsu_ink, pad_batch, resize_to_height, to_tensor, to_uint8
+from ..metrics import cer
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -85,6 +86,25 @@ def load_reader(legible_by, max_cer: float, tries: int):
     if not isinstance(legible_by, (str, os.PathLike)):
         return legible_by, float(max_cer), int(tries)
     return Reader(legible_by), float(max_cer), int(tries)
+
+
+def pick_legible(texts: list[str], images: list, reader, redraw, max_cer: float, tries: int) -> tuple[list, list[int]]:
+    """The legibility filter of the synthetic datasets: for each text, the first of up to `tries`
+    renderings that `reader` reads within `max_cer` CER, else the one it reads best (the first of
+    those). `images` are attempt 0; `redraw(attempt, todo)` renders that attempt of the items at
+    indices `todo`. Returns the kept images and the attempt each came from."""
+    best = [cer([t], [h]) for t, h in zip(texts, reader(images))]
+    images, chosen = list(images), [0] * len(texts)
+    for attempt in range(1, tries):
+        todo = [k for k, c in enumerate(best) if c > max_cer]
+        if not todo:
+            break
+        again = redraw(attempt, todo)
+        for k, img, hyp in zip(todo, again, reader(again)):
+            c = cer([texts[k]], [hyp])
+            if c < best[k]:
+                best[k], images[k], chosen[k] = c, img, attempt
+    return images, chosen
 
 
 class Reader:
