@@ -162,24 +162,32 @@ class FontWordDataset(LazyRenderer, Dataset):
         return text, rng.randrange(self.styles)
 
     def __getitem__(self, i: int) -> WordSample:
-        if i < 0:
-            i += self.length
-        if not 0 <= i < self.length:
-            raise IndexError(f"index {i} out of range for {self.length} font-rendered words")
-        text, style = self.text_and_style(i)
-        image = self.renderer.render(text, style)
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[WordSample]:
+        """Items `indices` at once (a DataLoader batch): with a legibility filter, the reader then
+        reads each attempt's renderings in one call instead of one word at a time."""
+        idx = []
+        for i in indices:
+            j = i + self.length if i < 0 else i
+            if not 0 <= j < self.length:
+                raise IndexError(f"index {i} out of range for {self.length} font-rendered words")
+            idx.append(j)
+        plans = [self.text_and_style(i) for i in idx]
+        texts = [text for text, _ in plans]
+        images = [self.renderer.render(text, style) for text, style in plans]
+        chosen = [0] * len(idx)
         if self.reader is not None:
-            style, image = self._legible(i, text, style, image)
-        return WordSample(image, text, f"font:{style}")
+            # A word the reader misreads is rendered again in the style of (seed, i, attempt).
+            from .gan.quality import pick_legible
+            images, chosen = pick_legible(
+                texts, images, self.reader,
+                lambda attempt, todo: [self.renderer.render(texts[k], self._style_of(idx[k], plans[k][1], attempt))
+                                       for k in todo],
+                self.max_cer, self.tries)
+        return [WordSample(image, text, f"font:{self._style_of(i, style, attempt)}")
+                for i, (text, style), image, attempt in zip(idx, plans, images, chosen)]
 
-    def _legible(self, i: int, text: str, style: int, image: torch.Tensor) -> tuple[int, torch.Tensor]:
-        """(style, image) of the first of up to `tries` styles of item i whose rendering the reader
-        reads as `text`, else of the one read best; attempt a > 0 draws its style from (seed, i, a)."""
-        from .gan.quality import pick_legible
-
-        def style_of(attempt: int) -> int:
-            return style if attempt == 0 else random.Random(f"{self.seed}:{i}:style{attempt}").randrange(self.styles)
-        images, chosen = pick_legible([text], [image], self.reader,
-                                      lambda attempt, _: [self.renderer.render(text, style_of(attempt))],
-                                      self.max_cer, self.tries)
-        return style_of(chosen[0]), images[0]
+    def _style_of(self, i: int, style: int, attempt: int) -> int:
+        """Item i's style at a legibility attempt: its own at 0, else one drawn from (seed, i, attempt)."""
+        return style if attempt == 0 else random.Random(f"{self.seed}:{i}:style{attempt}").randrange(self.styles)

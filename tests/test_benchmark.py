@@ -507,6 +507,39 @@ def test_font_words_legible_by_a_reader_take_the_first_style_it_reads():
         FontWordDataset(lexicon, length=6, legible_by=read, tries=0)
 
 
+def test_font_words_read_a_batch_at_once_as_one_at_a_time():
+    # A DataLoader batch (__getitems__) gives the items that indexing one by one gives, with one
+    # reader call per attempt instead of one per word and attempt.
+    lexicon = ["maison", "chat", "été", "porte", "rue", "Marie"]
+
+    def filtered():
+        ds = FontWordDataset(lexicon, length=12, seed=5, height=32, styles=64, tries=3,
+                             legible_by=lambda images: read(images))
+        text_of, render, calls = {}, ds.renderer.render, []
+
+        def recording(text, style):
+            image = render(text, style)
+            text_of[image.numpy().tobytes()] = text
+            return image
+        ds.renderer.render = recording
+
+        def read(images):  # reads a word only when its width is even: a function of the image alone
+            calls.append(len(images))
+            return [text_of[im.numpy().tobytes()] if im.shape[-1] % 2 == 0 else "#" for im in images]
+        return ds, calls
+    batched, batch_calls = filtered()
+    single, single_calls = filtered()
+    got = batched.__getitems__(list(range(12)))
+    for i, sample in enumerate(got):
+        one = single[i]
+        assert (sample.text, sample.writer) == (one.text, one.writer) and torch.equal(sample.image, one.image)
+    assert batch_calls[0] == 12 and len(batch_calls) <= 3 < len(single_calls)
+    assert any(s.writer != p.writer for s, p in zip(got, FontWordDataset(lexicon, length=12, seed=5, height=32)))
+    assert batched.__getitems__([-1])[0].text == got[11].text
+    with pytest.raises(IndexError, match="12"):
+        batched.__getitems__([3, 12])
+
+
 def test_legible_sources_gan_fonts_filter_the_fonts_too(tmp_path):
     from .test_gan_quality import tiny_reader_checkpoint
     reader = str(tiny_reader_checkpoint(tmp_path / "r.pt"))
