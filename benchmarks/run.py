@@ -165,10 +165,16 @@ def load_settings(path: str | os.PathLike) -> tuple[dict, dict]:
     return settings, config
 
 
+def comma_list(value: str | list[str]) -> list[str]:
+    """A flag's comma list, or a TOML list (--arms, --fonts, --legible-sources), as stripped
+    non-empty names."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return [str(f).strip() for f in items if str(f).strip()]
+
+
 def parse_arms(value: str | list[str]) -> list[str]:
     """The arms of a comma list (or a list), in ARMS order, the baseline added if missing."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    names = [str(a).strip() for a in items if str(a).strip()]
+    names = comma_list(value)
     unknown = [a for a in names if a not in ARM_SOURCES]
     if unknown or not names:
         what = f"unknown arm {unknown[0]!r}" if unknown else "no arm given"
@@ -201,7 +207,7 @@ def check_settings(s: dict, config: dict) -> None:
                              "lines are drawn as they are listed")
     if s["legible_by"] and s["level"] != "words":
         raise BenchmarkError("--legible-by filters synthetic words; it is not available at --level lines")
-    s["legible_sources"] = font_names(s["legible_sources"])  # a comma list (or TOML list) of sources
+    s["legible_sources"] = comma_list(s["legible_sources"])
     if not s["legible_sources"] or set(s["legible_sources"]) - {"gan", "fonts"}:
         raise BenchmarkError(f"--legible-sources: a comma list of gan and fonts, got {','.join(s['legible_sources'])!r}")
     if s["gan_styles"] and s["level"] != "words":
@@ -499,20 +505,14 @@ class Arm:
         return f"real + {what} ({self.ratio:.0%} of each batch{half})"
 
 
-def font_names(value: str | list[str]) -> list[str]:
-    """--fonts / `fonts` (a comma list, or a TOML list) as a list of names."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [f.strip() for f in items if f.strip()]
-
-
 def make_arms(settings: dict, generator: str | None, lexicon: str | None) -> tuple[list[Arm], dict[str, Source]]:
     """The arms of settings["arms"] and the sources they need, each source checked once."""
     kinds = [k for k in ("gan", "fonts") if any(k in ARM_SOURCES[a] for a in settings["arms"])]
     words = read_lexicon(lexicon) if lexicon and kinds else None
     sources = {k: make_source(k, generator, lexicon, level=settings["level"], lexicon_words=words,
                               style_temperature=settings["style_temperature"],
-                              fonts=font_names(settings["fonts"]),
-                              legible_by=settings["legible_by"] if k in font_names(settings["legible_sources"]) else "",
+                              fonts=comma_list(settings["fonts"]),
+                              legible_by=settings["legible_by"] if k in comma_list(settings["legible_sources"]) else "",
                               tries=int(settings["legible_tries"]), styles=settings["gan_styles"],
                               style_mix=settings["gan_style_mix"],
                               lexicon_weight=settings["lexicon_weight"]) for k in kinds}

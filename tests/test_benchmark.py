@@ -670,7 +670,7 @@ def test_fonts_arm_can_use_a_chosen_subset_of_the_installed_fonts(tmp_path, caps
     assert one.dataset(["abc"], 2, 0, 32, "cpu").fonts == [installed[0]]
     key = benchmarks.run.pool_key(one, ["abc"], {"synthetic_pool": 2, "synthetic_seed": 0}, 32)
     assert key != benchmarks.run.pool_key(every, ["abc"], {"synthetic_pool": 2, "synthetic_seed": 0}, 32)
-    assert benchmarks.run.font_names(" a.ttf, b.ttf ,") == ["a.ttf", "b.ttf"]
+    assert benchmarks.run.comma_list(" a.ttf, b.ttf ,") == ["a.ttf", "b.ttf"]
     assert main(args(data, tmp_path / "a", "--arms", "baseline,fonts", "--fonts", "Nope.ttf")) == 2
     err = capsys.readouterr().err
     assert "Nope.ttf not installed" in err and installed[0].name in err
