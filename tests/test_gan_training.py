@@ -456,7 +456,7 @@ def test_health_is_logged_plotted_and_guards_the_last_healthy_checkpoint(words_l
     assert auc(torch.tensor([0.0]), torch.tensor([1.0])) == 0.0 and auc(torch.ones(3), torch.ones(2)) == 0.5
     val = LmdbWordDataset(words_lmdb, height=32)
     tr = make_trainer_with(words_lmdb, tmp_path, {}, eval_every=2, eval_words=16, checkpoint_every=100,
-                           sample_every=100, breakdown_cer=1.01)
+                           sample_every=100, breakdown_cer=1.01, breakdown_vs_real=0.0)
     tr.val_dataset = val
     tr.fit(4)
     metrics = read_metrics_csv(tmp_path / "metrics.csv")
@@ -471,6 +471,14 @@ def test_health_is_logged_plotted_and_guards_the_last_healthy_checkpoint(words_l
     tr.config["train"]["breakdown_cer"] = 0.0
     tr.fit(6)
     assert load_checkpoint(tmp_path / "healthy.pt", kind="gan")["step"] == 4
+    # Nor does a G that R reads worse than real words (breakdown_vs_real), though below breakdown_cer.
+    tr.config["train"].update(breakdown_cer=0.8, breakdown_vs_real=1.0)
+    bars = {"health/live_r_cer": 0.53, "health/ema_r_cer": 0.01, "health/real_r_cer": 0.27}
+    assert not tr.healthy(bars) and tr.healthy({**bars, "health/live_r_cer": 0.05})
+    assert tr.healthy({**bars, "health/live_r_cer": 0.27}) and not tr.healthy({**bars, "health/ema_r_cer": 0.81,
+                                                                                "health/real_r_cer": 0.9})
+    tr.config["train"]["breakdown_vs_real"] = 0.0
+    assert tr.healthy(bars)  # the absolute bound alone
     assert plot_main([str(tmp_path), "--out", str(tmp_path / "h.png")]) == 0
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "empty").mkdir()

@@ -106,10 +106,14 @@ DEFAULTS: dict = {
         "keep_every": 0,
         # Health, every eval_every iterations on held-out real words (0: never): D's AUC and
         # margin, the live and EMA G's R-CER and peak ink, z-diversity (health.py).
-        # OUT/healthy.pt is the last checkpoint whose live and EMA R-CER stayed below breakdown_cer.
+        # OUT/healthy.pt is the last checkpoint whose live and EMA R-CER stayed below breakdown_cer
+        # and at most breakdown_vs_real times R's CER on the held-out real words (0: no such bound).
+        # The second bound caught what the first let through: stage 18's live G drew bars that R
+        # read at CER 0.53, twice the real words' 0.27 (a healthy G's words read at 0.01-0.06).
         "eval_every": 500,
         "eval_words": 128,
         "breakdown_cer": 0.8,
+        "breakdown_vs_real": 1.0,
     },
 }
 

@@ -549,7 +549,12 @@ class GanTrainer:
         return out
 
     def healthy(self, h: dict[str, float]) -> bool:
-        limit = self.config["train"]["breakdown_cer"]
+        """Whether the live and the EMA G's R-CER in health `h` stay below train.breakdown_cer and
+        at most train.breakdown_vs_real times the real words' R-CER (when both are given)."""
+        t = self.config["train"]
+        limit = t["breakdown_cer"]
+        if t["breakdown_vs_real"] > 0 and "health/real_r_cer" in h:
+            limit = min(limit, t["breakdown_vs_real"] * h["health/real_r_cer"] + 1e-9)  # equal is healthy
         return all(h.get(f"health/{n}_r_cer", 1.0) < limit for n in ("live", "ema"))
 
     # -- the loop --------------------------------------------------------------
@@ -618,8 +623,13 @@ class GanTrainer:
                                 logger.scalars(h, self.step)
                                 bar.write(f"step {self.step} ({self.g_steps} G steps): " + ", ".join(
                                     f"{k.split('/')[-1]} {v:.3g}" for k, v in h.items()))
-                                if self.healthy(h) and self.step > self.config["recognizer"]["pretrain_steps"]:
-                                    names.append("healthy.pt")
+                                if self.step > self.config["recognizer"]["pretrain_steps"]:
+                                    if self.healthy(h):
+                                        names.append("healthy.pt")
+                                    else:
+                                        bar.write(f"step {self.step}: not healthy (live or EMA G's R-CER above "
+                                                  "train.breakdown_cer or breakdown_vs_real x real words'); "
+                                                  "healthy.pt keeps the last healthy checkpoint")
                         if self.step % t["sample_every"] == 0 and self.dist.is_main:
                             grid = self.sample_grid()
                             logger.image("samples", torch.from_numpy(1 - grid / 255.0)[None].float(), self.step)
