@@ -273,11 +273,11 @@ def test_an_interrupted_cache_build_resumes(tmp_path, monkeypatch):
     class Recorded(FontWordDataset):
         fail_at = 9
 
-        def __getitem__(self, i):
-            if i == self.fail_at:
+        def __getitems__(self, indices):  # what a DataLoader batch calls (and __getitem__ too)
+            if self.fail_at in indices:
                 raise KeyboardInterrupt  # as if Ctrl-C
-            read.append(i)
-            return super().__getitem__(i)
+            read.extend(indices)
+            return super().__getitems__(indices)
 
     key = {"source": "fonts", "count": 14, "seed": 0, "height": 32}
     with pytest.raises(KeyboardInterrupt):
