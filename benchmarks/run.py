@@ -509,10 +509,11 @@ def make_arms(settings: dict, generator: str | None, lexicon: str | None) -> tup
     """The arms of settings["arms"] and the sources they need, each source checked once."""
     kinds = [k for k in ("gan", "fonts") if any(k in ARM_SOURCES[a] for a in settings["arms"])]
     words = read_lexicon(lexicon) if lexicon and kinds else None
+    filtered = comma_list(settings["legible_sources"])  # a list after check_settings, a string from a caller
     sources = {k: make_source(k, generator, lexicon, level=settings["level"], lexicon_words=words,
                               style_temperature=settings["style_temperature"],
                               fonts=comma_list(settings["fonts"]),
-                              legible_by=settings["legible_by"] if k in comma_list(settings["legible_sources"]) else "",
+                              legible_by=settings["legible_by"] if k in filtered else "",
                               tries=int(settings["legible_tries"]), styles=settings["gan_styles"],
                               style_mix=settings["gan_style_mix"],
                               lexicon_weight=settings["lexicon_weight"]) for k in kinds}
