@@ -255,3 +255,29 @@ def test_minibatch_std_starts_as_a_no_op_then_scores_a_group_by_how_much_its_wor
     assert not torch.allclose(mb(other, widths)[4:], mb(varied, widths)[4:])
     with pytest.raises(ValueError, match="mbstd_group"):
         Discriminator(base=8, pool="sum", mbstd_group=4)
+
+
+@torch.no_grad()
+def test_letter_noise_starts_near_nothing_is_seeded_per_word_and_varies_letters_apiece():
+    torch.manual_seed(0)
+    kw = dict(height=32, px_per_char=16, base=4, z_dim=16, embed_dim=8, text_hidden=8)
+    plain, noisy = Generator(8, **kw).eval(), Generator(8, char_noise=4, **kw).eval()
+    missing, unexpected = noisy.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["char_noise_proj.bias", "char_noise_proj.weight"] and not unexpected
+    tokens, lengths, z = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 0]]), torch.tensor([4, 3]), torch.randn(2, 16)
+    assert (noisy(tokens, lengths, z) - plain(tokens, lengths, z)).abs().max() < 0.05  # near the old function
+    noisy.char_noise_proj.weight.normal_()
+    # Without explicit noise, each word's is drawn from its style and text: the same word in the
+    # same style is the same image, alone or beside another word, with or without padding.
+    both = noisy(tokens, lengths, z)
+    alone = noisy(torch.tensor([[5, 6, 7]]), torch.tensor([3]), z[1:])
+    assert torch.allclose(both[1:, :, :, :48], alone, atol=1e-5)
+    assert torch.equal(noisy.seeded_noise(tokens, lengths, z), noisy.seeded_noise(tokens, lengths, z))
+    assert (noisy.seeded_noise(tokens, lengths, z)[1, 3] == 0).all()  # none past the word
+    # Other noise, same style: another image, changed letter by letter (each letter's own columns).
+    noise = torch.zeros(2, 4, 4)
+    base = noisy(tokens, lengths, z, noise)
+    noise[0, 3] = torch.randn(4)  # only the last letter of the first word
+    moved = (noisy(tokens, lengths, z, noise) - base).abs()[0, 0].amax(0)  # per column
+    assert moved[48:].max() > 1e-2 and moved[:16].max() < moved[48:].max() / 10
+    assert torch.equal(plain(tokens, lengths, z, noise), plain(tokens, lengths, z))  # ignored without the pathway

@@ -535,6 +535,49 @@ def test_mode_seeking_pushes_two_styles_of_one_text_apart(words_lmdb, tmp_path):
     assert "loss/g_div" not in off.g_step(real["images"] * 2 - 1, real["widths"], real, [])[0]
 
 
+def noise_diversity(tr, n: int = 8) -> float:
+    """Mean masked pixel distance between the same texts in one style with other letter noise (live G)."""
+    from htr_augment.gan.data import encode_texts
+    from htr_augment.gan.health import generator_health
+    texts = list(tr.dataset.texts[:n])
+    tokens, lengths, _ = encode_texts(texts, tr.alphabet)
+    z = tr.prior_z(n, torch.Generator().manual_seed(3))
+    return generator_health(tr.G, tr.R, tr.alphabet, tokens, lengths, texts, z, z)["noise_diversity"]
+
+
+def test_local_mode_seeking_varies_the_letters_within_one_style_up_to_its_cap(words_lmdb, tmp_path):
+    make_trainer(words_lmdb, tmp_path / "old").save()  # a GAN without letter noise
+    sections = {"generator": {"char_noise": 4}}
+    only_div = dict(g_every=1, w_adv=0.0, alpha=0.0, w_rec=0.0, w_info=0.0, w_div=1.0, div_local=True,
+                    lr_char_noise=1e-2, sample_every=1000)
+    runs = {}
+    for cap in (0.0, 0.02):
+        torch.manual_seed(0)
+        tr = make_trainer_with(words_lmdb, tmp_path / f"cap{cap}", sections, div_cap=cap, **only_div)
+        tr.resume(tmp_path / "old" / "last.pt", warm=True)  # --init-from adds the letters' noise
+        assert [g["lr"] for g in tr.opt_g.param_groups] == [tr.config["train"]["lr_g"], 1e-2]
+        real = next(iter(torch.utils.data.DataLoader(tr.dataset, batch_size=8, collate_fn=tr.collate)))
+        before, steps = noise_diversity(tr), []
+        for step in range(6):
+            tr.step = step
+            steps.append(tr.g_step(real["images"] * 2 - 1, real["widths"], real, []))
+        runs[cap] = (before, noise_diversity(tr), steps)
+    before, after, steps = runs[0.0]
+    assert after > 3 * before  # the letters' noise, near nothing at first, now shows
+    assert all("std_grad_div" in stats and "dist/g_div" not in losses for losses, stats in steps)
+    _, capped, steps = runs[0.02]
+    # Once every pair is past the cap the term adds nothing (the balancer skips it), and its logged
+    # distance is the pairs' own, not the capped one.
+    past = [losses for losses, stats in steps if "std_grad_div" not in stats]
+    assert past and all(float(p["dist/g_div"]) > 0.02 and float(p["loss/g_div"].detach()) == pytest.approx(-0.02) for p in past)
+    assert capped < after
+    # The second chunk kept z: with letter noise as the only difference, z-diversity is not what moved.
+    with pytest.raises(ValueError, match="char_noise"):
+        make_trainer(words_lmdb, tmp_path / "bad", w_div=1.0, div_local=True)
+    with pytest.raises(ValueError, match="div_cap"):
+        make_trainer(words_lmdb, tmp_path / "bad", div_cap=-1.0)
+
+
 def test_latent_reconstruction_recovers_z_on_a_toy_case(words_lmdb, tmp_path):
     # A 4-d style (one dimension per noise chunk) and only the latent-reconstruction term: E learns
     # to read back the z that G wrote while G learns to make it readable. Reading every z as the

@@ -28,14 +28,17 @@ class GradientBalancer:
 
     def combine(self, grads: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """The weighted sum of the normalised gradients, and per-term statistics to log."""
-        total, stats = None, {}
+        total, stats, weighed = None, {}, False
         for name, g in grads.items():
             w = self.weights.get(name, 0.0)
             if w == 0.0:
                 continue
+            weighed = True
             s = float(g.detach().float().std())
             if not torch.isfinite(torch.tensor(s)):
                 raise FloatingPointError(f"non-finite gradient of the {name} loss")
+            if s == 0.0:  # nothing to add (a capped term past its cap): keep its running std as it was
+                continue
             old = self.std.get(name)
             self.std[name] = s if old is None else self.decay * old + (1 - self.decay) * s
             # / numel: the gradient of a mean-reduced loss of unit scale, so that G's gradient
@@ -43,8 +46,10 @@ class GradientBalancer:
             term = g * (w / ((self.std[name] + self.eps) * g.numel()))
             total = term if total is None else total + term
             stats[f"std_grad_{name}"] = s
-        if total is None:
+        if not weighed:
             raise ValueError("no generator loss has a positive weight")
+        if total is None:  # every weighed term's gradient was zero
+            total = torch.zeros_like(next(iter(grads.values())))
         if "adv" in self.std and "ctc" in self.std and "ctc" in self.weights and "adv" in self.weights:
             stats["ctc_weight"] = (self.weights["ctc"] / self.weights["adv"]) * self.std["adv"] / (self.std["ctc"] + self.eps)
         return total, stats

@@ -22,6 +22,10 @@ DEFAULTS: dict = {
         # offset to every letter. Zero-initialised: weights trained without it keep their output
         # (train --init-from them).
         "char_style": False,
+        # char_noise: dims of a noise vector of each letter's own, added to its patch (0: none), so
+        # that one hand can write its letters in more than one way (with train.div_local). Near-zero
+        # at first: weights trained without it keep their output (train --init-from them).
+        "char_noise": 0,
     },
     "discriminator": {"base": 16, "channel_mult": [1, 2, 4, 8],
                       "pool": "mean",  # width-independent score ("sum": the first generators)
@@ -70,6 +74,13 @@ DEFAULTS: dict = {
         # w_div: mode seeking (Mao et al. 2019): the same texts in two prior styles are pushed
         # apart, against the narrow hands of the first CPU run (z-diversity 0.05). 0: off.
         "w_div": 0.0,
+        # div_local: the second chunk keeps the style z and draws only the letters' noise anew
+        # (generator.char_noise), so the two words can differ only letter by letter, not in size,
+        # slant or width. div_cap: each pair's distance counts up to this much (mean absolute
+        # difference, [-1, 1] scale; 0: unbounded). Stage 18's unbounded pixel distance at w_div 1
+        # made bars and waves; a cap stops paying for distance once the letters differ enough.
+        # lr_char_noise: the learning rate of the letters' noise pathway (0: lr_g).
+        "div_local": False, "div_cap": 0.0, "lr_char_noise": 0.0,
         # w_wid: writer identity (HiGAN+): a writer classifier W learns the training writers from
         # real words, and G's new text in E(x) must classify as x's writer, so that E's codes
         # (and the prior fitted to them) carry the hand. 0: off, no W. wid_start: the iteration

@@ -5,7 +5,8 @@ the live generator together with the EMA one).
   (mean real score - mean fake score). A hinge sum of 2.0 says nothing by itself.
 - G (live and EMA): R's CER on the words it was asked to write, mean peak ink (faint or
   blank words show here first), and z-diversity (mean absolute pixel change when only z
-  changes, same texts).
+  changes, same texts) and, for a generator with letter noise, noise-diversity (only the
+  letters' noise changes).
 """
 from __future__ import annotations
 
@@ -30,19 +31,29 @@ def recognizer_cer(R, ink: torch.Tensor, widths: torch.Tensor, texts: list[str],
     return cer(texts, greedy_decode(out.log_probs, out.lengths, alphabet))
 
 
+def word_l1(a: torch.Tensor, b: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+    """(B,): each word pair's mean absolute difference over the word's valid columns (same widths)."""
+    mask = column_keep(a.shape[-1], widths).to(a.dtype)[:, None, None, :]
+    return ((a - b).abs() * mask).sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * a.shape[2])
+
+
 @torch.no_grad()
 def generator_health(G, R, alphabet, tokens, lengths, texts, z, z2) -> dict[str, float]:
-    """R-CER, peak ink and z-diversity of generator G (tanh space) on `texts`."""
+    """R-CER, peak ink and z-diversity of generator G (tanh space) on `texts`; with letter noise
+    (generator.char_noise), noise_diversity: the change when only the letters' noise changes."""
     was = G.training
     G.eval()
     widths = lengths * G.px_per_char
     fake, fake2 = G(tokens, lengths, z), G(tokens, lengths, z2)
+    out = {}
+    if getattr(G, "char_noise", 0):
+        gen = torch.Generator().manual_seed(8765)
+        noise = torch.randn(tokens.shape[0], tokens.shape[1], G.char_noise, generator=gen).to(z.device)
+        out["noise_diversity"] = float(word_l1(fake, G(tokens, lengths, z, noise), widths).mean())
     G.train(was)
     ink = (fake + 1) / 2
-    mask = column_keep(fake.shape[-1], widths)[:, None, None, :]
-    diff = ((fake - fake2).abs() * mask).sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * fake.shape[2])
     return {"r_cer": recognizer_cer(R, ink, widths, texts, alphabet), "peak_ink": float(ink.amax((1, 2, 3)).mean()),
-            "z_diversity": float(diff.mean())}
+            "z_diversity": float(word_l1(fake, fake2, widths).mean()), **out}
 
 
 @torch.no_grad()

@@ -3,7 +3,7 @@
     python -m htr_augment.gan.health_plot runs/gan [--out runs/gan/health.png] [--from 3500]
 
 Panels: D's held-out AUC, D's margin, R's CER of the live and EMA generators' words (real
-words for reference), their mean peak ink, and z-diversity. Drawn with Pillow (no plotting
+words for reference), their mean peak ink, z-diversity and (generators with letter noise) letter-noise diversity. Drawn with Pillow (no plotting
 library is a dependency).
 """
 from __future__ import annotations
@@ -30,7 +30,10 @@ PANELS = [  # (title, [(metric, colour)])
                                             ("health/real_peak_ink", (120, 120, 120))]),
     ("z-diversity: live G, EMA G", [("health/live_z_diversity", (30, 90, 200)),
                                     ("health/ema_z_diversity", (30, 160, 60))]),
+    ("letter-noise diversity: live G, EMA G", [("health/live_noise_diversity", (30, 90, 200)),
+                                               ("health/ema_noise_diversity", (30, 160, 60))]),
 ]
+OPTIONAL = {"letter-noise diversity: live G, EMA G"}  # drawn only for runs that log it (generator.char_noise)
 W, H, PAD = 420, 200, 36
 
 
@@ -75,7 +78,8 @@ def plot_health(run_dir: str | Path, out: str | Path | None = None, start: int =
     metrics = {k: [(s, v) for s, v in pts if s >= start] for k, pts in read_metrics_csv(csv).items()}
     if not any(k.startswith("health/") for k in metrics):
         raise ValueError(f"{csv}: no health/* metrics (train with --val and train.eval_every > 0)")
-    panels = [_panel(title, [(metrics.get(name, []), colour) for name, colour in series]) for title, series in PANELS]
+    panels = [_panel(title, [(metrics.get(name, []), colour) for name, colour in series]) for title, series in PANELS
+              if title not in OPTIONAL or any(name in metrics for name, _ in series)]
     cols = 2
     rows = -(-len(panels) // cols)
     sheet = Image.new("RGB", (cols * W, rows * H), "white")

@@ -17,6 +17,8 @@ norm, any width; its features are averaged over the word's valid columns and one
 """
 from __future__ import annotations
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -113,7 +115,8 @@ class Generator(nn.Module):
 
     def __init__(self, num_classes: int, *, height: int = 32, px_per_char: int = 16, base: int = 32,
                  channel_mult: tuple[int, ...] = (8, 4, 2), z_dim: int = 32, embed_dim: int = 64,
-                 text_hidden: int = 64, text_layers: int = 1, norm: str = "adain", char_style: bool = False):
+                 text_hidden: int = 64, text_layers: int = 1, norm: str = "adain", char_style: bool = False,
+                 char_noise: int = 0):
         super().__init__()
         n_up = len(channel_mult)
         self.h0, self.w0 = height >> n_up, px_per_char >> n_up
@@ -139,11 +142,32 @@ class Generator(nn.Module):
         if self.char_film is not None:
             nn.init.zeros_(self.char_film.weight)
             nn.init.zeros_(self.char_film.bias)
+        # Per-character noise (config generator.char_noise dims; 0: none): each letter of a word gets
+        # its own noise vector, added to its patch, so one hand can vary its letters. Near zero at
+        # first (not zero: a distance between two noises' words has no gradient where they are equal).
+        self.char_noise = char_noise
+        self.char_noise_proj = nn.Linear(char_noise, self.c0 * self.h0 * self.w0) if char_noise else None
+        if self.char_noise_proj is not None:
+            nn.init.normal_(self.char_noise_proj.weight, std=1e-3)
+            nn.init.zeros_(self.char_noise_proj.bias)
+
+    def seeded_noise(self, tokens: torch.Tensor, lengths: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(B, L, char_noise) noise drawn from a hash of each word's style and text: the same word
+        in the same style is the same image, whatever its batch (inference; training draws afresh)."""
+        out = torch.zeros(tokens.shape[0], tokens.shape[1], self.char_noise)
+        for b, n in enumerate(lengths.tolist()):
+            key = z[b].detach().float().cpu().numpy().tobytes() + tokens[b, :n].cpu().numpy().tobytes()
+            gen = torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1)
+            out[b, :n] = torch.randn(n, self.char_noise, generator=gen)
+        return out.to(z.device)
 
     def widths(self, lengths: torch.Tensor) -> torch.Tensor:
         return lengths * self.px_per_char
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, z: torch.Tensor,
+                noise: torch.Tensor | None = None) -> torch.Tensor:
+        """noise (B, L, char_noise): the letters' own noise (generator.char_noise); default
+        seeded_noise. Ignored by a generator without it."""
         B, L = tokens.shape
         zs = z[:, : self.chunk * (len(self.blocks) + 1)].split(self.chunk, dim=1)
         chars = self.text(tokens, lengths)  # (B, L, D)
@@ -151,6 +175,8 @@ class Generator(nn.Module):
             scale, shift = self.char_film(zs[0]).chunk(2, dim=1)
             chars = chars * (1 + scale[:, None, :]) + shift[:, None, :]
         h = self.project(torch.cat([chars, zs[0][:, None, :].expand(B, L, -1)], dim=2))
+        if self.char_noise_proj is not None:
+            h = h + self.char_noise_proj(self.seeded_noise(tokens, lengths, z) if noise is None else noise)
         # (B, L, C*h0*w0) -> (B, C, h0, L*w0): character i owns columns [i*w0, (i+1)*w0).
         h = h.view(B, L, self.c0, self.h0, self.w0).permute(0, 2, 3, 1, 4).reshape(B, self.c0, self.h0, L * self.w0)
         widths = lengths * self.w0

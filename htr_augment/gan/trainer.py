@@ -47,7 +47,7 @@ from .balance import GradientBalancer
 from .contextual import contextual_loss
 from .data import CanonicalCollate, TextSampler, encode_texts, px_per_char
 from .diffaugment import diff_augment
-from .health import discriminator_health, generator_health, recognizer_cer
+from .health import discriminator_health, generator_health, recognizer_cer, word_l1
 from .models import StyleEncoder, WriterClassifier
 from .word_generator import (build_discriminator, build_generator, build_style_encoder, fit_style_prior,
                              from_style_prior, style_prior_tensors)
@@ -70,9 +70,9 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int, wor
     return [mine[i:i + batch_size] for i in range(0, len(mine) - batch_size + 1, batch_size)]
 
 
-# Modules a config may add to a trained GAN (train --init-from): zero-initialised, so that the
-# weights loaded around them keep their function.
-WARM_START_MODULES = ("char_film.", "mbstd.")
+# Modules a config may add to a trained GAN (train --init-from): zero- or near-zero-initialised, so
+# that the weights loaded around them keep their function.
+WARM_START_MODULES = ("char_film.", "mbstd.", "char_noise_proj.")
 
 
 def load_new_modules(model: torch.nn.Module, state: dict, name: str, path) -> bool:
@@ -144,6 +144,11 @@ class GanTrainer:
             # D sees [real; fake] and fake is [E styles; prior styles]: no group may straddle two.
             raise ValueError(f"discriminator.mbstd_group {g} must divide half the batch "
                              f"(train.batch_size {t['batch_size']})")
+        if t["div_local"] and not (t["w_div"] > 0 and self.G.char_noise):
+            raise ValueError("train.div_local needs letter noise to vary (generator.char_noise > 0) and the "
+                             "mode-seeking term on (train.w_div > 0)")
+        if t["div_cap"] < 0:
+            raise ValueError(f"train.div_cap = {t['div_cap']}: a distance, 0 (no cap) or more")
         self.D = build_discriminator(config).to(dev)
         self.E: StyleEncoder | None = build_style_encoder(config).to(dev) if config["style"]["enabled"] else None
         if dist.distributed and self.E is not None:
@@ -280,14 +285,15 @@ class GanTrainer:
                 save_checkpoint(ckpt, self.out / name)
 
     def g_param_groups(self, t: dict) -> list[dict]:
-        """G's and E's parameters; generator.char_style's FiLM in a group of its own when
-        train.lr_char_style is set (a single group otherwise, as in earlier checkpoints)."""
-        film = self.G.char_film
-        if film is None or t["lr_char_style"] <= 0:
-            return [{"params": self.g_params}]
-        own = {id(p) for p in film.parameters()}
-        return [{"params": [p for p in self.g_params if id(p) not in own]},
-                {"params": list(film.parameters()), "lr": t["lr_char_style"]}]
+        """G's and E's parameters; generator.char_style's FiLM and generator.char_noise's pathway
+        each in a group of its own when train.lr_char_style / lr_char_noise is set (a single group
+        otherwise, as in earlier checkpoints)."""
+        groups, own = [], set()
+        for module, lr in ((self.G.char_film, t["lr_char_style"]), (self.G.char_noise_proj, t["lr_char_noise"])):
+            if module is not None and lr > 0:
+                groups.append({"params": list(module.parameters()), "lr": lr})
+                own |= {id(p) for p in module.parameters()}
+        return [{"params": [p for p in self.g_params if id(p) not in own]}] + groups
 
     def resume(self, path: str | Path, warm: bool = False) -> None:
         """Continue the run of checkpoint `path` exactly. warm: start from its weights under a config
@@ -312,10 +318,11 @@ class GanTrainer:
                 continue
             try:
                 load_optimizer_state(opt, ckpt["optimizers"][name])
-            except ValueError:  # other parameter groups (train.lr_char_style)
+            except ValueError:  # other parameter groups (train.lr_char_style, lr_char_noise)
                 if not warm:
                     raise CheckpointError(f"{path}: the {name} optimizer's parameter groups differ from this "
-                                          "config's (train.lr_char_style?); start from it with --init-from") from None
+                                          "config's (train.lr_char_style or lr_char_noise?); start from it with "
+                                          "--init-from") from None
         w_input = ckpt["config"]["train"].get("w_input", "raw")
         if self.W is not None and "writer_classifier" in ckpt["models"] and w_input != self.config["train"]["w_input"]:
             if self.dist.is_main:
@@ -365,6 +372,11 @@ class GanTrainer:
         dev = self.dist.device
         return texts, tokens.to(dev), lengths.to(dev), targets.to(dev), z.to(dev)
 
+    def letter_noise(self, n: int, length: int) -> torch.Tensor | None:
+        """Fresh noise for the letters of n words (generator.char_noise), or None without it."""
+        k = self.G.char_noise
+        return torch.randn(n, length, k, device=self.dist.device) if k else None
+
     def _encode(self, encoder: StyleEncoder, x: torch.Tensor, widths: torch.Tensor, sample: bool = True):
         mu, logvar = encoder(x, widths)
         style = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
@@ -377,7 +389,7 @@ class GanTrainer:
             if self.E is not None:  # half the fakes in real writers' styles, half from the prior
                 style, _, _ = self._encode(self.E, real_x, real_w)
                 z = torch.cat([style[: B // 2], z[B // 2:]])
-            fake = self.G(tokens, lengths, z)
+            fake = self.G(tokens, lengths, z, self.letter_noise(B, tokens.shape[1]))
         W = max(real_x.shape[-1], fake.shape[-1])
         both = torch.cat([pad_to(real_x, W), pad_to(fake, W)])
         widths = torch.cat([real_w, lengths * px])
@@ -422,27 +434,39 @@ class GanTrainer:
         B = real_x.shape[0]
         _, tok_t, len_t, tgt_t, z = self._fake_inputs(B, "g")
         # Chunks of B words each: [real texts in E(x)], [random texts in E(x)], random texts in
-        # z, [the same texts in a second z (mode seeking: different z, different images)].
-        chunks = [(tok_t, len_t, tgt_t, z)]
+        # z, [the same texts in a second z (mode seeking: different z, different images), or with
+        # train.div_local in the same z with other letter noise]. A chunk's last entry: "noise"
+        # (fresh letter noise) or "zero" (the reconstruction: x's own letters, not a noisy variant).
+        chunks = [(tok_t, len_t, tgt_t, z, "noise")]
         if t["w_div"] > 0:
-            chunks.append((tok_t, len_t, tgt_t, self.prior_z(B).to(dev)))
+            chunks.append((tok_t, len_t, tgt_t, z if t["div_local"] else self.prior_z(B).to(dev), "noise"))
         losses: dict[str, torch.Tensor] = {}
         if self.E is not None:
             tok_x, len_x, tgt_x = (v.to(dev) for v in encode_texts(real["texts"], self.alphabet))
             style, mu, logvar = self._encode(self.E, real_x, real_w)
-            chunks = [(tok_x, len_x, tgt_x, style), (tok_t, len_t, tgt_t, style)] + chunks
+            chunks = [(tok_x, len_x, tgt_x, style, "zero"), (tok_t, len_t, tgt_t, style, "noise")] + chunks
         L = max(c[0].shape[1] for c in chunks)
         tokens = torch.cat([F.pad(c[0], (0, L - c[0].shape[1])) for c in chunks])
         lengths, targets, styles = (torch.cat([c[i] for c in chunks]) for i in (1, 2, 3))
-        fake = self.G_train(tokens, lengths, styles)
+        noise = self.letter_noise(len(tokens), L)
+        if noise is not None:
+            noise = noise * torch.cat([torch.full((len(c[0]),), float(c[4] == "noise")) for c in chunks]).to(dev)[:, None, None]
+        fake = self.G_train(tokens, lengths, styles, noise)
         widths = lengths * px
         losses["loss/g_adv"] = -self.D(diff_augment(fake, widths, policy), widths).mean()
         self.R.eval()  # R's batch statistics stay those of real handwriting
         _, losses["loss/g_ctc"], _ = ctc_losses(self.R((fake + 1) / 2, widths), targets, lengths, 0.0)
         z0 = 2 * B if self.E is not None else 0  # first prior-style chunk
         if t["w_div"] > 0:
-            # Distance between the two prior-style chunks (same texts), to be increased.
-            losses["loss/g_div"] = -masked_l1(fake[z0:z0 + B], fake[z0 + B:z0 + 2 * B], widths[z0:z0 + B])
+            # Distance between the two prior-style chunks (same texts), to be increased; with
+            # train.div_cap, each pair's up to the cap.
+            a_, b_, w_ = fake[z0:z0 + B], fake[z0 + B:z0 + 2 * B], widths[z0:z0 + B]
+            if t["div_cap"] > 0:
+                dist = word_l1(a_, b_, w_)
+                losses["loss/g_div"] = -dist.clamp(max=t["div_cap"]).mean()
+                losses["dist/g_div"] = dist.mean().detach()  # logged: the distance itself, past the cap too
+            else:
+                losses["loss/g_div"] = -masked_l1(a_, b_, w_)
         if self.E is not None:
             losses["loss/g_rec"] = masked_l1(fake[:B], real_x, real_w)
             mu_fake, _ = self.E(fake[z0:], widths[z0:])

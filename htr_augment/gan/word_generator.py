@@ -29,7 +29,7 @@ def build_generator(config: dict, num_classes: int) -> Generator:
                      channel_mult=tuple(g["channel_mult"]), z_dim=g["z_dim"], embed_dim=g["embed_dim"],
                      text_hidden=g["text_hidden"], text_layers=g["text_layers"],
                      norm=g.get("norm", "batch"),  # configs older than the key: batch norm
-                     char_style=g.get("char_style", False))
+                     char_style=g.get("char_style", False), char_noise=g.get("char_noise", 0))
 
 
 def build_discriminator(config: dict) -> Discriminator:
