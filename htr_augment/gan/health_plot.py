@@ -3,8 +3,8 @@
     python -m htr_augment.gan.health_plot runs/gan [--out runs/gan/health.png] [--from 3500]
 
 Panels: D's held-out AUC, D's margin, R's CER of the live and EMA generators' words (real
-words for reference), their mean peak ink, z-diversity and (generators with letter noise) letter-noise diversity. Drawn with Pillow (no plotting
-library is a dependency).
+words for reference), their mean peak ink, z-diversity and, for generators with letter noise,
+letter-noise diversity. Drawn with Pillow (no plotting library is a dependency).
 """
 from __future__ import annotations
 
