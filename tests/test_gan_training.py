@@ -508,15 +508,16 @@ def test_fitted_style_prior_is_stored_trained_on_and_sampled(words_lmdb, tmp_pat
     assert resumed.fitted_prior == prior
 
 
-def z_pair_distance(tr, n: int = 8, seed: int = 3) -> float:
-    """Mean masked pixel distance between the same texts written in two prior styles (live G)."""
+def live_diversity(tr, key: str = "z_diversity", n: int = 8, seed: int = 3) -> float:
+    """The live G's mean masked pixel distance between the same texts in two prior styles
+    ("z_diversity") or in one style with other letter noise ("noise_diversity")."""
     from htr_augment.gan.data import encode_texts
     from htr_augment.gan.health import generator_health
     texts = list(tr.dataset.texts[:n])
     tokens, lengths, _ = encode_texts(texts, tr.alphabet)
     gen = torch.Generator().manual_seed(seed)
     z, z2 = tr.prior_z(n, gen), tr.prior_z(n, gen)
-    return generator_health(tr.G, tr.R, tr.alphabet, tokens, lengths, texts, z, z2)["z_diversity"]
+    return generator_health(tr.G, tr.R, tr.alphabet, tokens, lengths, texts, z, z2)[key]
 
 
 def test_mode_seeking_pushes_two_styles_of_one_text_apart(words_lmdb, tmp_path):
@@ -524,25 +525,15 @@ def test_mode_seeking_pushes_two_styles_of_one_text_apart(words_lmdb, tmp_path):
     tr = make_trainer(words_lmdb, tmp_path, g_every=1, w_adv=0.0, alpha=0.0, w_rec=0.0, w_info=0.0, w_div=1.0,
                       lr_g=1e-3)
     real = next(iter(torch.utils.data.DataLoader(tr.dataset, batch_size=8, collate_fn=tr.collate)))
-    before = z_pair_distance(tr)
+    before = live_diversity(tr)
     for step in range(10):
         tr.step = step
         losses, _ = tr.g_step(real["images"] * 2 - 1, real["widths"], real, [])
     assert "loss/g_div" in losses
-    assert z_pair_distance(tr) > 1.5 * before
+    assert live_diversity(tr) > 1.5 * before
     # Off by default: no second prior chunk, no div loss.
     off = make_trainer(words_lmdb, tmp_path / "off", g_every=1)
     assert "loss/g_div" not in off.g_step(real["images"] * 2 - 1, real["widths"], real, [])[0]
-
-
-def noise_diversity(tr, n: int = 8) -> float:
-    """Mean masked pixel distance between the same texts in one style with other letter noise (live G)."""
-    from htr_augment.gan.data import encode_texts
-    from htr_augment.gan.health import generator_health
-    texts = list(tr.dataset.texts[:n])
-    tokens, lengths, _ = encode_texts(texts, tr.alphabet)
-    z = tr.prior_z(n, torch.Generator().manual_seed(3))
-    return generator_health(tr.G, tr.R, tr.alphabet, tokens, lengths, texts, z, z)["noise_diversity"]
 
 
 def test_local_mode_seeking_varies_the_letters_within_one_style_up_to_its_cap(words_lmdb, tmp_path):
@@ -557,11 +548,11 @@ def test_local_mode_seeking_varies_the_letters_within_one_style_up_to_its_cap(wo
         tr.resume(tmp_path / "old" / "last.pt", warm=True)  # --init-from adds the letters' noise
         assert [g["lr"] for g in tr.opt_g.param_groups] == [tr.config["train"]["lr_g"], 1e-2]
         real = next(iter(torch.utils.data.DataLoader(tr.dataset, batch_size=8, collate_fn=tr.collate)))
-        before, steps = noise_diversity(tr), []
+        before, steps = live_diversity(tr, "noise_diversity"), []
         for step in range(6):
             tr.step = step
             steps.append(tr.g_step(real["images"] * 2 - 1, real["widths"], real, []))
-        runs[cap] = (before, noise_diversity(tr), steps)
+        runs[cap] = (before, live_diversity(tr, "noise_diversity"), steps)
     before, after, steps = runs[0.0]
     assert after > 3 * before  # the letters' noise, near nothing at first, now shows
     assert all("std_grad_div" in stats and "dist/g_div" not in losses for losses, stats in steps)

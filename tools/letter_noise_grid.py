@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from htr_augment.gan.data import encode_texts
 from htr_augment.gan.export import export_generator
 from htr_augment.gan.word_generator import WordGenerator
 from htr_augment.images import stretch_ink
@@ -32,10 +33,7 @@ def main() -> None:
         path = export_generator(args.checkpoint, Path(tmp) / "g.pt", live=not args.ema, style_temperature=1.5)
         gen = WordGenerator.load(path)
     G = gen.generator
-    lengths = torch.tensor([len(t) for t in TEXTS])
-    tokens = torch.zeros(len(TEXTS), int(lengths.max()), dtype=torch.long)
-    for i, t in enumerate(TEXTS):
-        tokens[i, :len(t)] = torch.tensor(gen.alphabet.encode(t))
+    tokens, lengths, _ = encode_texts(TEXTS, gen.alphabet)
     rows = []
     for style in range(2):
         eps = torch.randn(1, gen.z_dim, generator=torch.Generator().manual_seed(style))

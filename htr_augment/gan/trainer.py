@@ -435,22 +435,21 @@ class GanTrainer:
         _, tok_t, len_t, tgt_t, z = self._fake_inputs(B, "g")
         # Chunks of B words each: [real texts in E(x)], [random texts in E(x)], random texts in
         # z, [the same texts in a second z (mode seeking: different z, different images), or with
-        # train.div_local in the same z with other letter noise]. A chunk's last entry: "noise"
-        # (fresh letter noise) or "zero" (the reconstruction: x's own letters, not a noisy variant).
-        chunks = [(tok_t, len_t, tgt_t, z, "noise")]
+        # train.div_local in the same z with other letter noise].
+        chunks = [(tok_t, len_t, tgt_t, z)]
         if t["w_div"] > 0:
-            chunks.append((tok_t, len_t, tgt_t, z if t["div_local"] else self.prior_z(B).to(dev), "noise"))
+            chunks.append((tok_t, len_t, tgt_t, z if t["div_local"] else self.prior_z(B).to(dev)))
         losses: dict[str, torch.Tensor] = {}
         if self.E is not None:
             tok_x, len_x, tgt_x = (v.to(dev) for v in encode_texts(real["texts"], self.alphabet))
             style, mu, logvar = self._encode(self.E, real_x, real_w)
-            chunks = [(tok_x, len_x, tgt_x, style, "zero"), (tok_t, len_t, tgt_t, style, "noise")] + chunks
+            chunks = [(tok_x, len_x, tgt_x, style), (tok_t, len_t, tgt_t, style)] + chunks
         L = max(c[0].shape[1] for c in chunks)
         tokens = torch.cat([F.pad(c[0], (0, L - c[0].shape[1])) for c in chunks])
         lengths, targets, styles = (torch.cat([c[i] for c in chunks]) for i in (1, 2, 3))
         noise = self.letter_noise(len(tokens), L)
-        if noise is not None:
-            noise = noise * torch.cat([torch.full((len(c[0]),), float(c[4] == "noise")) for c in chunks]).to(dev)[:, None, None]
+        if noise is not None and self.E is not None:
+            noise[:B] = 0  # the reconstruction: x's own letters, not a noisy variant of them
         fake = self.G_train(tokens, lengths, styles, noise)
         widths = lengths * px
         losses["loss/g_adv"] = -self.D(diff_augment(fake, widths, policy), widths).mean()
