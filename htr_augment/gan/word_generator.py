@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from ..alphabet import Alphabet, AlphabetError, normalize_text
 from ..images import check_ink_floor, check_ink_quantile, check_margin, drop_faint_ink, pad_batch, stretch_ink
 from ..training.checkpoint import CheckpointError, load_checkpoint
+from .data import encode_texts
 from .models import Discriminator, Generator, StyleEncoder
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "generator.pt"
@@ -284,10 +285,7 @@ class WordGenerator:
         out: list[torch.Tensor] = []
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
-            lengths = torch.tensor([len(t) for t in chunk])
-            tokens = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long)
-            for i, t in enumerate(chunk):
-                tokens[i, : len(t)] = torch.tensor(self.alphabet.encode(t))
+            tokens, lengths, _ = encode_texts(chunk, self.alphabet)
             imgs = self.generator(tokens.to(self.device), lengths.to(self.device), z[start:start + len(chunk)].to(self.device))
             imgs = (imgs.float().cpu() + 1) / 2  # tanh space -> ink = 1, background = 0
             for i, (img, n) in enumerate(zip(imgs, lengths.tolist()), start):
