@@ -1,6 +1,6 @@
 """One GAN checkpoint's words in two prior styles, four letter noises each (generator.char_noise).
 
-    python tools/letter_noise_grid.py runs/gan_v19/last.pt OUT.png [--ema]
+    python tools/letter_noise_grid.py runs/gan_v19/last.pt OUT.png [--ema] [--noise-scale S]
 
 Rows 1-4: style 1 with letter noises 1-4; rows 5-8: style 2. G's own width (16 px per letter, no
 natural width), style temperature 1.5, ink stretched as the shipped weights are (0.99 quantile).
@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("checkpoint")
     p.add_argument("out")
     p.add_argument("--ema", action="store_true", help="the EMA generator (default: the live one)")
+    p.add_argument("--noise-scale", type=float, default=1.0, help="letter noise times this (default 1: as trained)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = export_generator(args.checkpoint, Path(tmp) / "g.pt", live=not args.ema, style_temperature=1.5)
@@ -40,7 +41,7 @@ def main() -> None:
         z = gen.prior_style(eps).expand(len(TEXTS), -1)
         for n in range(4):
             noise = (torch.randn(len(TEXTS), tokens.shape[1], G.char_noise, generator=torch.Generator().manual_seed(100 + n))
-                     if G.char_noise else None)
+                     * args.noise_scale if G.char_noise else None)
             with torch.no_grad():
                 ink = (G(tokens, lengths, z, noise) + 1) / 2
             parts = []
