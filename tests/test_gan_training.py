@@ -569,6 +569,46 @@ def test_local_mode_seeking_varies_the_letters_within_one_style_up_to_its_cap(wo
         make_trainer(words_lmdb, tmp_path / "bad", div_cap=-1.0)
 
 
+def test_mode_seeking_in_the_writer_classifiers_features_moves_what_w_reads(two_writers_lmdb, tmp_path):
+    from htr_augment.gan.data import encode_texts
+    from htr_augment.gan.health import map_l1
+
+    @torch.no_grad()
+    def w_noise_distance(tr, n=8):
+        """W's feature distance (div_stage) between one style's words in two letter noises (live G)."""
+        tokens, lengths, _ = encode_texts(list(tr.dataset.texts[:n]), tr.alphabet)
+        gen = torch.Generator().manual_seed(5)
+        z = tr.prior_z(n, gen)
+        noises = torch.randn(2, n, tokens.shape[1], tr.G.char_noise, generator=gen)
+        tr.G.eval()
+        fake = torch.cat([tr.G(tokens, lengths, z, noise) for noise in noises])
+        tr.G.train()
+        widths = torch.cat([lengths, lengths]) * tr.G.px_per_char
+        maps, valid = tr.W.feature_map(tr.w_view(fake, widths), widths, tr.config["train"]["div_stage"])
+        return float(map_l1(maps[:n], maps[n:], valid[:n]).mean())
+
+    torch.manual_seed(0)
+    tr = make_trainer_with(two_writers_lmdb, tmp_path, {"generator": {"char_noise": 4}}, g_every=1, w_adv=0.0,
+                           alpha=0.0, w_rec=0.0, w_info=0.0, w_div=1.0, div_local=True, div_space="writer",
+                           w_wid=1.0, wid_start=10 ** 6, lr_char_noise=1e-2)
+    real = next(iter(torch.utils.data.DataLoader(tr.dataset, batch_size=8, collate_fn=tr.collate)))
+    w_before = {k: v.clone() for k, v in tr.W.state_dict().items()}
+    before = w_noise_distance(tr)
+    for step in range(6):
+        tr.step = step
+        losses, stats = tr.g_step(real["images"] * 2 - 1, real["widths"], real, [])
+        # uncapped: the loss is the distance itself, logged beside it
+        assert float(losses["loss/g_div"].detach()) == pytest.approx(-float(losses["dist/g_div"]))
+    after = w_noise_distance(tr)
+    assert after > 3 * before, (before, after)
+    # W is the ruler, not a player: G's term leaves its weights alone
+    assert all(torch.equal(v, tr.W.state_dict()[k]) for k, v in w_before.items())
+    with pytest.raises(ValueError, match="div_space"):
+        make_trainer(two_writers_lmdb, tmp_path / "bad", w_div=1.0, div_space="writer")  # no W
+    with pytest.raises(ValueError, match="div_space"):
+        make_trainer(two_writers_lmdb, tmp_path / "bad", div_space="features")
+
+
 def test_latent_reconstruction_recovers_z_on_a_toy_case(words_lmdb, tmp_path):
     # A 4-d style (one dimension per noise chunk) and only the latent-reconstruction term: E learns
     # to read back the z that G wrote while G learns to make it readable. Reading every z as the

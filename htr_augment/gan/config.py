@@ -81,6 +81,12 @@ DEFAULTS: dict = {
         # made bars and waves; a cap stops paying for distance once the letters differ enough.
         # lr_char_noise: the learning rate of the letters' noise pathway (0: lr_g).
         "div_local": False, "div_cap": 0.0, "lr_char_noise": 0.0,
+        # div_space: where the two words' distance is measured. "pixel": the images (mean absolute
+        # difference, [-1, 1] scale), which strokes, joins and accents satisfy cheaply (stage 19).
+        # "writer": the writer classifier W's feature map after div_stage down-sampling stages (as
+        # W reads, train.w_input; mean absolute difference of its features), which only changes W
+        # uses to tell writers apart satisfy. Needs W (w_wid > 0); div_cap is then in W's units.
+        "div_space": "pixel", "div_stage": 2,
         # w_wid: writer identity (HiGAN+): a writer classifier W learns the training writers from
         # real words, and G's new text in E(x) must classify as x's writer, so that E's codes
         # (and the prior fitted to them) carry the hand. 0: off, no W. wid_start: the iteration

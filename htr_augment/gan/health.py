@@ -33,8 +33,14 @@ def recognizer_cer(R, ink: torch.Tensor, widths: torch.Tensor, texts: list[str],
 
 def word_l1(a: torch.Tensor, b: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
     """(B,): each word pair's mean absolute difference over the word's valid columns (same widths)."""
-    mask = column_keep(a.shape[-1], widths).to(a.dtype)[:, None, None, :]
-    return ((a - b).abs() * mask).sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * a.shape[2])
+    return map_l1(a, b, column_keep(a.shape[-1], widths))
+
+
+def map_l1(a: torch.Tensor, b: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B,): each pair of maps' (B, C, H, W) mean absolute difference over its valid columns
+    (valid: (B, W) bool), per channel and row: images, or a network's feature maps."""
+    mask = valid.to(a.dtype)[:, None, None, :]
+    return ((a - b).abs() * mask).sum((1, 2, 3)) / (mask.sum((1, 2, 3)) * a.shape[1] * a.shape[2])
 
 
 @torch.no_grad()

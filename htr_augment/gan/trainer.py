@@ -47,7 +47,7 @@ from .balance import GradientBalancer
 from .contextual import contextual_loss
 from .data import CanonicalCollate, TextSampler, encode_texts, px_per_char
 from .diffaugment import diff_augment
-from .health import discriminator_health, generator_health, recognizer_cer, word_l1
+from .health import discriminator_health, generator_health, map_l1, recognizer_cer, word_l1
 from .models import StyleEncoder, WriterClassifier
 from .word_generator import (build_discriminator, build_generator, build_style_encoder, fit_style_prior,
                              from_style_prior, style_prior_tensors)
@@ -149,6 +149,11 @@ class GanTrainer:
                              "mode-seeking term on (train.w_div > 0)")
         if t["div_cap"] < 0:
             raise ValueError(f"train.div_cap = {t['div_cap']}: a distance, 0 (no cap) or more")
+        if t["div_space"] not in ("pixel", "writer"):
+            raise ValueError(f"train.div_space {t['div_space']!r}: expected 'pixel' or 'writer'")
+        if t["div_space"] == "writer" and not (t["w_div"] > 0 and t["w_wid"] > 0):
+            raise ValueError("train.div_space = 'writer' measures the mode-seeking distance in the writer "
+                             "classifier's features: it needs train.w_div > 0 and W (train.w_wid > 0)")
         self.D = build_discriminator(config).to(dev)
         self.E: StyleEncoder | None = build_style_encoder(config).to(dev) if config["style"]["enabled"] else None
         if dist.distributed and self.E is not None:
@@ -460,7 +465,13 @@ class GanTrainer:
             # Distance between the two prior-style chunks (same texts), to be increased; with
             # train.div_cap, each pair's up to the cap.
             a_, b_, w_ = fake[z0:z0 + B], fake[z0 + B:z0 + 2 * B], widths[z0:z0 + B]
-            if t["div_cap"] > 0:
+            if t["div_space"] == "writer":  # both chunks in one pass: same texts, same valid columns
+                maps, valid = self.W.feature_map(self.w_view(fake[z0:z0 + 2 * B], widths[z0:z0 + 2 * B]),
+                                                 widths[z0:z0 + 2 * B], t["div_stage"])
+                dist = map_l1(maps[:B], maps[B:], valid[:B])
+                losses["loss/g_div"] = -(dist.clamp(max=t["div_cap"]) if t["div_cap"] > 0 else dist).mean()
+                losses["dist/g_div"] = dist.mean().detach()
+            elif t["div_cap"] > 0:
                 dist = word_l1(a_, b_, w_)
                 losses["loss/g_div"] = -dist.clamp(max=t["div_cap"]).mean()
                 losses["dist/g_div"] = dist.mean().detach()  # logged: the distance itself, past the cap too
