@@ -571,7 +571,6 @@ def test_local_mode_seeking_varies_the_letters_within_one_style_up_to_its_cap(wo
 
 def test_mode_seeking_in_the_writer_classifiers_features_moves_what_w_reads(two_writers_lmdb, tmp_path):
     from htr_augment.gan.data import encode_texts
-    from htr_augment.gan.health import map_l1
 
     @torch.no_grad()
     def w_noise_distance(tr, n=8):
@@ -581,11 +580,9 @@ def test_mode_seeking_in_the_writer_classifiers_features_moves_what_w_reads(two_
         z = tr.prior_z(n, gen)
         noises = torch.randn(2, n, tokens.shape[1], tr.G.char_noise, generator=gen)
         tr.G.eval()
-        fake = torch.cat([tr.G(tokens, lengths, z, noise) for noise in noises])
+        a, b = (tr.G(tokens, lengths, z, noise) for noise in noises)
         tr.G.train()
-        widths = torch.cat([lengths, lengths]) * tr.G.px_per_char
-        maps, valid = tr.W.feature_map(tr.w_view(fake, widths), widths, tr.config["train"]["div_stage"])
-        return float(map_l1(maps[:n], maps[n:], valid[:n]).mean())
+        return float(tr.writer_distance(a, b, lengths * tr.G.px_per_char).mean())
 
     torch.manual_seed(0)
     tr = make_trainer_with(two_writers_lmdb, tmp_path, {"generator": {"char_noise": 4}}, g_every=1, w_adv=0.0,

@@ -6,7 +6,7 @@ its writer classifier W's eyes (the calibration of train.div_space = "writer" an
 64 random training words (seed 0), the live G in eval mode, texts as written. Pairs: the same
 style with two letter noises ("noise"), two prior styles with one noise ("z"), and the style codes
 (E) of two different real words ("E swap"). Prints the mean pixel distance (health.word_l1), the
-distance of W's map after each down-sampling stage (health.map_l1), and of W's pooled features
+distance of W's map after each down-sampling stage (GanTrainer.writer_distance), and of W's pooled features
 (what W names the writer from).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from htr_augment.gan.data import encode_texts
-from htr_augment.gan.health import map_l1, word_l1
+from htr_augment.gan.health import word_l1
 from htr_augment.gan.writer_probe import build
 
 
@@ -45,12 +45,8 @@ def main() -> None:
                  "E swap": (G(tokens, lengths, style, zero), G(tokens, lengths, style[other], zero))}
         print("pixels:", ", ".join(f"{k} {float(word_l1(a, b, widths).mean()):.3f}" for k, (a, b) in pairs.items()))
         for stage in range(1, W.stages + 1):
-            parts = []
-            for k, (a, b) in pairs.items():
-                maps, valid = W.feature_map(tr.w_view(torch.cat([a, b]), torch.cat([widths, widths])),
-                                            torch.cat([widths, widths]), stage)
-                parts.append(f"{k} {float(map_l1(maps[:n], maps[n:], valid[:n]).mean()):.3f}")
-            print(f"W map, stage {stage}:", ", ".join(parts))
+            print(f"W map, stage {stage}:", ", ".join(f"{k} {float(tr.writer_distance(a, b, widths, stage).mean()):.3f}"
+                                                      for k, (a, b) in pairs.items()))
         pooled = {k: (W.features(tr.w_view(a, widths), widths) - W.features(tr.w_view(b, widths), widths)).abs().mean()
                   for k, (a, b) in pairs.items()}
         print("W pooled features:", ", ".join(f"{k} {float(v):.3f}" for k, v in pooled.items()))

@@ -409,6 +409,16 @@ class GanTrainer:
         """Words (tanh space) as the writer classifier reads them (train.w_input)."""
         return x if self.config["train"]["w_input"] == "raw" else stretch_for_w(x, widths)
 
+    def writer_distance(self, a: torch.Tensor, b: torch.Tensor, widths: torch.Tensor,
+                        stage: int | None = None) -> torch.Tensor:
+        """(B,): how far apart W's feature maps (after `stage` down-sampling stages, default
+        train.div_stage) put word pairs a[i], b[i] of the same widths, read as W reads. One pass
+        over both: W has no batch statistics."""
+        both = torch.cat([widths, widths])
+        maps, valid = self.W.feature_map(self.w_view(torch.cat([a, b]), both), both,
+                                         self.config["train"]["div_stage"] if stage is None else stage)
+        return map_l1(maps[:len(a)], maps[len(a):], valid[:len(a)])
+
     def w_step(self, real_x, real_w, real) -> dict[str, torch.Tensor]:
         """W: cross-entropy on the real batch's writers (real words only, like R)."""
         target = self.writer_targets(real)
@@ -465,15 +475,9 @@ class GanTrainer:
             # Distance between the two prior-style chunks (same texts), to be increased; with
             # train.div_cap, each pair's up to the cap.
             a_, b_, w_ = fake[z0:z0 + B], fake[z0 + B:z0 + 2 * B], widths[z0:z0 + B]
-            if t["div_space"] == "writer":  # both chunks in one pass: same texts, same valid columns
-                maps, valid = self.W.feature_map(self.w_view(fake[z0:z0 + 2 * B], widths[z0:z0 + 2 * B]),
-                                                 widths[z0:z0 + 2 * B], t["div_stage"])
-                dist = map_l1(maps[:B], maps[B:], valid[:B])
+            if t["div_space"] == "writer" or t["div_cap"] > 0:  # one distance per pair
+                dist = self.writer_distance(a_, b_, w_) if t["div_space"] == "writer" else word_l1(a_, b_, w_)
                 losses["loss/g_div"] = -(dist.clamp(max=t["div_cap"]) if t["div_cap"] > 0 else dist).mean()
-                losses["dist/g_div"] = dist.mean().detach()
-            elif t["div_cap"] > 0:
-                dist = word_l1(a_, b_, w_)
-                losses["loss/g_div"] = -dist.clamp(max=t["div_cap"]).mean()
                 losses["dist/g_div"] = dist.mean().detach()  # logged: the distance itself, past the cap too
             else:
                 losses["loss/g_div"] = -masked_l1(a_, b_, w_)
