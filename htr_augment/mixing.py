@@ -6,6 +6,12 @@
 
 An epoch is one pass over the real data (this rank's share of it under DDP), so
 schedules and step counts mean the same with or without synthetic data.
+
+InterleavedDataset takes items round robin from several synthetic sources (item 2k of two
+parts is the first part's item k, item 2k + 1 the second's), so any run of consecutive
+indices, as MixingBatchSampler reads synthetic words, holds each source in equal shares:
+
+    synthetic = InterleavedDataset(SyntheticWordDataset(None, words), FontWordDataset(words))
 """
 from __future__ import annotations
 
@@ -89,3 +95,32 @@ class MixingBatchSampler(Sampler[list[int]]):
             batch = real[b * self.n_real_batch:(b + 1) * self.n_real_batch]
             n_syn = round(len(batch) * self.n_syn_batch / self.n_real_batch)  # keep the ratio in a short last batch
             yield batch + [next(synthetic) for _ in range(n_syn)]
+
+
+class InterleavedDataset(Dataset):
+    """Items round robin from `parts`: item j is parts[j % P][j // P], for as many rounds as the
+    shortest part allows (the length is P x the shortest length)."""
+
+    def __init__(self, *parts: Dataset):
+        if len(parts) < 2:
+            raise ValueError("InterleavedDataset needs at least two datasets")
+        self.parts = parts
+        self.rounds = min(len(p) for p in parts)
+        if self.rounds == 0:
+            raise ValueError("InterleavedDataset: one of the datasets is empty")
+
+    def __len__(self) -> int:
+        return self.rounds * len(self.parts)
+
+    def __getitem__(self, i: int):
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} interleaved items")
+        k, part = divmod(i, len(self.parts))
+        return self.parts[part][k]
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.parts:
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)

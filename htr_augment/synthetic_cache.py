@@ -10,10 +10,6 @@ cache is named by a hash of `key` (what its words depend on: source, generator h
 lexicon hash, count, seed, height), so a changed key gets its own cache, and a finished
 one is reused as it is. It is built in ``NAME.lmdb.partial`` and renamed when complete
 (htr_augment.data.lmdb_format.LmdbWriter); an interrupted build resumes where it stopped.
-
-InterleavedDataset takes items round robin from several datasets (item 2k of two parts
-is the first part's item k, item 2k + 1 the second's), so any run of consecutive
-indices, as MixingBatchSampler reads synthetic words, holds each part in equal shares.
 """
 from __future__ import annotations
 
@@ -128,32 +124,3 @@ def _write(writer: LmdbWriter, dataset: Dataset, start: int, spent: float, t0: f
                     writer.commit({"next": i, "build_s": spent + time.perf_counter() - t0})
             bar.update(len(batch))
     writer.commit({"next": i, "build_s": spent + time.perf_counter() - t0})
-
-
-class InterleavedDataset(Dataset):
-    """Items round robin from `parts`: item j is parts[j % P][j // P], for as many rounds as the
-    shortest part allows (the length is P x the shortest length)."""
-
-    def __init__(self, *parts: Dataset):
-        if len(parts) < 2:
-            raise ValueError("InterleavedDataset needs at least two datasets")
-        self.parts = parts
-        self.rounds = min(len(p) for p in parts)
-        if self.rounds == 0:
-            raise ValueError("InterleavedDataset: one of the datasets is empty")
-
-    def __len__(self) -> int:
-        return self.rounds * len(self.parts)
-
-    def __getitem__(self, i: int):
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} interleaved items")
-        k, part = divmod(i, len(self.parts))
-        return self.parts[part][k]
-
-    def set_epoch(self, epoch: int) -> None:
-        for part in self.parts:
-            if hasattr(part, "set_epoch"):
-                part.set_epoch(epoch)

@@ -53,6 +53,8 @@ log = logging.getLogger("recognizer.train")
 # [train] keys that only change how a run is executed or watched, not what it computes:
 # on --resume they are taken from the current config, everything else from the checkpoint.
 RUNTIME_KEYS = ("num_workers", "eval_every", "checkpoint_every", "log_every", "log_samples", "eval_batch_size")
+# What --synthetic-source mixes in: the GAN, fonts, or both interleaved (the benchmark's arms of those names).
+SYNTHETIC_SOURCES = ("gan", "fonts", "gan+fonts")
 
 
 @dataclass
@@ -462,6 +464,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     syn.add_argument("--synthetic-ratio", type=float, default=0.0, metavar="R",
                      help="fraction of each batch that is generated words, in [0, 1) (default 0: none); "
                           "an epoch is still one pass over the real data")
+    syn.add_argument("--synthetic-source", choices=SYNTHETIC_SOURCES, default="gan",
+                     help="gan: the handwriting GAN's words (default); fonts: words rendered in handwriting fonts; "
+                          "gan+fonts: half of the synthetic share from each (the best arm of the low-resource "
+                          "Copiste word study, README)")
     syn.add_argument("--generator", metavar="CKPT", help="GAN checkpoint (default: the weights shipped in the package)")
     syn.add_argument("--synthetic-lexicon", metavar="FILE",
                      help="words to generate: text file or LMDB (default: the words of the training labels)")
@@ -504,7 +510,7 @@ def load_datasets(config: dict, train_paths: Sequence[str], val_path: str | None
 
 def mix_synthetic(config: dict, real: Dataset, alphabet: Alphabet, args: argparse.Namespace):
     """The real training set with generated words mixed in at args.synthetic_ratio of each batch."""
-    from htr_augment import MixedDataset, MixingBatchSampler, SyntheticWordDataset
+    from htr_augment import FontWordDataset, InterleavedDataset, MixedDataset, MixingBatchSampler, SyntheticWordDataset
     from htr_augment.lexicon import label_words, load_lexicon, weigh_words
 
     if not 0 < args.synthetic_ratio < 1:
@@ -517,14 +523,23 @@ def mix_synthetic(config: dict, real: Dataset, alphabet: Alphabet, args: argpars
         log.warning("synthetic lexicon: %d of %d words have characters outside the recognizer's alphabet; "
                     "left out", len(words) - len(usable), len(words))
     tc = config["train"]
-    synth = SyntheticWordDataset(args.generator, usable, length=args.synthetic_length or 10 * len(real),
-                                 seed=tc["seed"], height=config["data"]["height"],
-                                 legible_by=args.synthetic_legible_by, tries=args.synthetic_legible_tries)
+    length = args.synthetic_length or 10 * len(real)
+    common = dict(seed=tc["seed"], height=config["data"]["height"], legible_by=args.synthetic_legible_by,
+                  tries=args.synthetic_legible_tries)
+    kinds = args.synthetic_source.split("+")
+    if args.generator and "gan" not in kinds:
+        raise ValueError(f"--generator is for a GAN source; --synthetic-source {args.synthetic_source} has none")
+    per_source = -(-length // len(kinds))  # interleaved: each source writes its share
+    parts = [SyntheticWordDataset(args.generator, usable, length=per_source, **common) if kind == "gan"
+             else FontWordDataset(usable, length=per_source, **common) for kind in kinds]
+    synth = parts[0] if len(parts) == 1 else InterleavedDataset(*parts)
     mixed = MixedDataset(real, synth)
     sampler = MixingBatchSampler(mixed, tc["batch_size"], args.synthetic_ratio, seed=tc["seed"])
+    named = [f"the GAN {part.generator.info.get('path')}" if kind == "gan" else "handwriting fonts"
+             for kind, part in zip(kinds, parts)]
     log.info("mixing %.0f%% synthetic words from %s (%d lexicon words%s)", 100 * args.synthetic_ratio,
-             synth.generator.info.get("path"), len(synth.words),
-             f", each read by {args.synthetic_legible_by}" if synth.reader is not None else "")
+             " and ".join(named), len(usable),
+             f", each read by {args.synthetic_legible_by}" if args.synthetic_legible_by else "")
     return mixed, sampler
 
 

@@ -24,7 +24,8 @@ from htr_augment.data.lmdb_format import partial_path
 from htr_augment.data.sources import read_gt
 from htr_augment.fonts import FontWordDataset
 from htr_augment.gan import word_generator
-from htr_augment.synthetic_cache import InterleavedDataset, cached_words
+from htr_augment.mixing import InterleavedDataset
+from htr_augment.synthetic_cache import cached_words
 from htr_augment.training import load_checkpoint
 
 from .conftest import write_gt

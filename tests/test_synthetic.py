@@ -96,7 +96,7 @@ def test_lexicon_weight_type_or_token_and_the_trainers_legibility_filter(ckpt, t
     for weight, expected in (("type", ["chat", "rue"]), ("token", ["rue", "chat", "rue", "rue"])):
         args = Namespace(synthetic_ratio=0.5, synthetic_lexicon=None, synthetic_lexicon_weight=weight,
                          train=[str(tmp_path / "r.lmdb")], generator=str(ckpt), synthetic_length=8,
-                         synthetic_legible_by=None, synthetic_legible_tries=4)
+                         synthetic_legible_by=None, synthetic_legible_tries=4, synthetic_source="gan")
         mixed, _ = mix_synthetic(config, real, Alphabet(list("abcdefghijklmnopqrstuvwxyz")), args)
         assert mixed.synthetic.words == expected and mixed.synthetic.reader is None
     # --synthetic-legible-by reaches the dataset's legibility filter.
@@ -105,6 +105,41 @@ def test_lexicon_weight_type_or_token_and_the_trainers_legibility_filter(ckpt, t
     args.synthetic_legible_by, args.synthetic_legible_tries = str(reader), 3
     mixed, _ = mix_synthetic(config, real, Alphabet(list("abcdefghijklmnopqrstuvwxyz")), args)
     assert mixed.synthetic.reader.path == reader and mixed.synthetic.tries == 3
+
+
+def test_the_trainer_mixes_fonts_or_gan_and_fonts_interleaved(ckpt, tmp_path):
+    from argparse import Namespace
+
+    from htr_augment import FontWordDataset, InterleavedDataset
+    from htr_augment.alphabet import Alphabet
+    from recognizer.train import mix_synthetic
+    gt = write_gt(tmp_path / "src", ["rue", "chat", "rue", "rue"], height=32)
+    from htr_augment.data.build_lmdb import BuildOptions, build
+    from htr_augment.data.sources import read_gt
+    build(read_gt(gt), tmp_path / "r.lmdb", BuildOptions(height=32), inputs=["x"], progress=False)
+    real = LmdbWordDataset(tmp_path / "r.lmdb", height=32)
+    config = {"train": {"seed": 0, "batch_size": 4}, "data": {"height": 32}}
+    alphabet = Alphabet(list("abcdefghijklmnopqrstuvwxyz"))
+    args = Namespace(synthetic_ratio=0.5, synthetic_lexicon=None, synthetic_lexicon_weight="type",
+                     train=[str(tmp_path / "r.lmdb")], generator=str(ckpt), synthetic_length=7,
+                     synthetic_legible_by=None, synthetic_legible_tries=4, synthetic_source="gan+fonts")
+    mixed, sampler = mix_synthetic(config, real, alphabet, args)
+    synth = mixed.synthetic
+    assert isinstance(synth, InterleavedDataset) and len(synth) == 8  # 4 of each, at least the length asked
+    writers = [synth[i].writer for i in range(len(synth))]
+    assert all(w.startswith("synthetic:") for w in writers[0::2]), writers  # even: the GAN
+    assert all(w.startswith("font:") for w in writers[1::2]), writers       # odd: the fonts
+    assert {synth[i].text for i in range(len(synth))} <= {"chat", "rue"}
+    for batch in sampler:  # half of every batch of 4 is synthetic: one word from each source
+        kinds = sorted(mixed[i].writer.split(":")[0] for i in batch if i >= len(real))
+        assert kinds == ["font", "synthetic"], batch
+    # Fonts alone need no generator; a --generator without a GAN source is a mistake, said so.
+    args.synthetic_source, args.generator = "fonts", None
+    mixed, _ = mix_synthetic(config, real, alphabet, args)
+    assert isinstance(mixed.synthetic, FontWordDataset) and len(mixed.synthetic) == 7
+    args.generator = str(ckpt)
+    with pytest.raises(ValueError, match="--generator is for a GAN source"):
+        mix_synthetic(config, real, alphabet, args)
 
 
 def test_ngram_sampler_makes_new_words_of_the_language():
