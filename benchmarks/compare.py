@@ -13,6 +13,9 @@ reports. Only seeds finished in both folders are paired.
 the share of reference characters of each class (lowercase, capital, accented, digit,
 punctuation) that each arm gets wrong (substituted or deleted), and each arm's CER by the
 reference word's length; e.g. which characters or words fonts fix and a GAN does not.
+--by-op splits each arm's CER into substitutions, deletions and insertions (per reference
+character, one minimal alignment per sample; the three add up to the CER): insertions are the
+errors --by-class leaves out.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from htr_augment.metrics import CHAR_CLASSES, class_errors
+from htr_augment.metrics import CHAR_CLASSES, class_errors, edit_operations
 
 from .common import BenchmarkError
 from .stats import compare
@@ -108,10 +111,28 @@ def arm_length_errors(arm_dir: Path, seeds: list[int]) -> dict[str, tuple[int, i
     return total
 
 
+EDIT_OPS = {"S": "substitution", "D": "deletion", "I": "insertion"}
+
+
+def arm_op_errors(arm_dir: Path, seeds: list[int]) -> dict[str, tuple[int, int]]:
+    """(edits of each kind, reference characters) over the seeds' test samples."""
+    counts, chars = dict.fromkeys(EDIT_OPS.values(), 0), 0
+    for seed in seeds:
+        for row in seed_samples(arm_dir, seed):
+            chars += len(row["reference"])
+            for op, _, _ in edit_operations(row["reference"], row["hypothesis"]):
+                counts[EDIT_OPS[op]] += 1
+    return {k: (n, chars) for k, n in counts.items()}
+
+
+BREAKDOWNS = {"class": arm_class_errors, "length": arm_length_errors, "op": arm_op_errors}
+
+
 def breakdown(c: dict, by: str) -> dict:
-    """Per character class (by="class") or reference-length bin (by="length"): reference characters
-    per seed and each arm's share of them in error (class: substituted or deleted; length: CER)."""
-    count = arm_class_errors if by == "class" else arm_length_errors
+    """Per character class (by="class"), reference-length bin (by="length") or edit kind (by="op"):
+    reference characters per seed and each arm's share of them in error (class: substituted or
+    deleted; length: CER; op: that kind of edit per reference character)."""
+    count = BREAKDOWNS[by]
     seeds = c["seeds"]
     a, b = count(Path(c["first"]), seeds), count(Path(c["second"]), seeds)
     return {k: {"chars_per_seed": a[k][1] // len(seeds), "first": a[k][0] / a[k][1] if a[k][1] else None,
@@ -119,8 +140,9 @@ def breakdown(c: dict, by: str) -> dict:
 
 
 def format_breakdown(rows: dict, by: str) -> str:
-    title = ("errors by reference character class (substituted or deleted; insertions left out):" if by == "class"
-             else "CER by reference length (characters):")
+    title = {"class": "errors by reference character class (substituted or deleted; insertions left out):",
+             "length": "CER by reference length (characters):",
+             "op": "CER by edit (per reference character; the three add up to the CER):"}[by]
     lines = [title, f"  {by:<12} {'chars':>6} {'first':>7} {'second':>7} {'difference':>10}"]
     for k, v in rows.items():
         if v["first"] is None:
@@ -157,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also each arm's errors by reference character class, from the runs' test/samples.csv")
     p.add_argument("--by-length", action="store_true",
                    help="also each arm's CER by reference length (1, 2, 3, 4-5, 6-8, 9+ characters)")
+    p.add_argument("--by-op", action="store_true",
+                   help="also each arm's CER split into substitutions, deletions and insertions")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     args = p.parse_args(argv)
     try:
@@ -165,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--seeds: a comma list of integers, not {args.seeds!r}")
     try:
         c = compare_arms(args.first, args.second, seeds, args.bootstrap)
-        for by in ("class", "length"):
+        for by in BREAKDOWNS:
             if getattr(args, f"by_{by}"):
                 c[f"by_{by}"] = breakdown(c, by)
     except BenchmarkError as e:
@@ -174,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(c, indent=1))
     else:
-        print("\n".join([format_comparison(c)] + [format_breakdown(c[f"by_{by}"], by) for by in ("class", "length")
+        print("\n".join([format_comparison(c)] + [format_breakdown(c[f"by_{by}"], by) for by in BREAKDOWNS
                                                   if f"by_{by}" in c]))
     return 0
 

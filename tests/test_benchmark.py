@@ -409,6 +409,14 @@ def test_compare_cli_pairs_the_seeds_two_arm_folders_share(tmp_path, capsys):
     assert [compare_cli.length_bin(n) for n in (1, 3, 5, 8, 9, 40)] == ["1", "3", "4-5", "6-8", "9+", "9+"]
     assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--by-length"]) == 0
     assert "2                 4  25.00%  12.50% -12.50 pts" in capsys.readouterr().out
+    # By edit: a substitutes twice (l for L, 4 for A); c inserts once, deletes once, substitutes once.
+    write("c", 1, [1, 1, 1, 1], ["Lle", "A"]), write("c", 2, [1, 1, 1, 1], ["Le", "B9"])
+    ops = compare_cli.breakdown(compare_cli.compare_arms(tmp_path / "a", tmp_path / "c", resamples=20), "op")
+    assert ops == {"substitution": {"chars_per_seed": 4, "first": 0.25, "second": 0.125},
+                   "deletion": {"chars_per_seed": 4, "first": 0.0, "second": 0.125},
+                   "insertion": {"chars_per_seed": 4, "first": 0.0, "second": 0.125}}
+    assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "c"), "--by-op"]) == 0
+    assert "insertion         4   0.00%  12.50% +12.50 pts" in capsys.readouterr().out
     assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--by-class", "--seeds", "3"]) == 2
     (tmp_path / "b" / "seed2" / "test" / "samples.csv").unlink()
     assert compare_cli.main([str(tmp_path / "a"), str(tmp_path / "b"), "--by-class"]) == 2
