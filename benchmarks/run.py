@@ -78,8 +78,7 @@ from htr_augment.data.credit import data_credit
 from htr_augment.gan.word_generator import check_style_temperature
 from htr_augment.images import encode_png, to_uint8
 from htr_augment.lexicon import LEXICON_WEIGHTS, label_words, load_lexicon, weigh_words
-from htr_augment.mixing import MixedDataset, MixingBatchSampler
-from htr_augment.mixing import InterleavedDataset
+from htr_augment.mixing import InterleavedDataset, MixedDataset, MixingBatchSampler
 from htr_augment.synthetic_cache import WordCache, cached_words
 from htr_augment.training import read_metrics_csv, select_device
 from htr_augment.training.checkpoint import CheckpointError, file_sha256, load_checkpoint
