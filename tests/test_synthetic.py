@@ -74,10 +74,22 @@ def test_lexicon_sources_and_alphabet_filter(ckpt, tmp_path, caplog):
         load_lexicon(tmp_path / "nope.txt")
 
 
-def test_lexicon_weight_type_or_token_and_the_trainers_legibility_filter(ckpt, tmp_path):
-    from argparse import Namespace
-
+def trainer_mix_inputs(tmp_path, *cli):
+    """A 4-word real LMDB, the recognizer trainer's parsed synthetic options (its own parser, so
+    every option has its CLI default) and what mix_synthetic takes beside them."""
     from htr_augment.alphabet import Alphabet
+    from htr_augment.data.build_lmdb import BuildOptions, build
+    from htr_augment.data.sources import read_gt
+    from recognizer.train import parse_args
+    gt = write_gt(tmp_path / "src", ["rue", "chat", "rue", "rue"], height=32)
+    build(read_gt(gt), tmp_path / "r.lmdb", BuildOptions(height=32), inputs=["x"], progress=False)
+    args = parse_args(["--config", "unused.toml", "--train", str(tmp_path / "r.lmdb"), "--out", str(tmp_path / "run"),
+                       "--synthetic-ratio", "0.5", *map(str, cli)])
+    config = {"train": {"seed": 0, "batch_size": 4}, "data": {"height": 32}}
+    return LmdbWordDataset(tmp_path / "r.lmdb", height=32), config, Alphabet(list("abcdefghijklmnopqrstuvwxyz")), args
+
+
+def test_lexicon_weight_type_or_token_and_the_trainers_legibility_filter(ckpt, tmp_path):
     from htr_augment.lexicon import label_words, weigh_words
     from recognizer.train import mix_synthetic
     labels = ["de la rue", "de chat", "la rue de"]
@@ -87,42 +99,24 @@ def test_lexicon_weight_type_or_token_and_the_trainers_legibility_filter(ckpt, t
     with pytest.raises(ValueError, match="type, token"):
         weigh_words(labels, "zipf")
     # The recognizer's trainer: the training labels' words, by type (default) or by token.
-    gt = write_gt(tmp_path / "src", ["rue", "chat", "rue", "rue"], height=32)
-    from htr_augment.data.build_lmdb import BuildOptions, build
-    from htr_augment.data.sources import read_gt
-    build(read_gt(gt), tmp_path / "r.lmdb", BuildOptions(height=32), inputs=["x"], progress=False)
-    real = LmdbWordDataset(tmp_path / "r.lmdb", height=32)
-    config = {"train": {"seed": 0, "batch_size": 4}, "data": {"height": 32}}
+    real, config, alphabet, args = trainer_mix_inputs(tmp_path, "--generator", ckpt, "--synthetic-length", 8)
     for weight, expected in (("type", ["chat", "rue"]), ("token", ["rue", "chat", "rue", "rue"])):
-        args = Namespace(synthetic_ratio=0.5, synthetic_lexicon=None, synthetic_lexicon_weight=weight,
-                         train=[str(tmp_path / "r.lmdb")], generator=str(ckpt), synthetic_length=8,
-                         synthetic_legible_by=None, synthetic_legible_tries=4, synthetic_source="gan")
-        mixed, _ = mix_synthetic(config, real, Alphabet(list("abcdefghijklmnopqrstuvwxyz")), args)
+        args.synthetic_lexicon_weight = weight
+        mixed, _ = mix_synthetic(config, real, alphabet, args)
         assert mixed.synthetic.words == expected and mixed.synthetic.reader is None
     # --synthetic-legible-by reaches the dataset's legibility filter.
     from .test_gan_quality import tiny_reader_checkpoint
     reader = tiny_reader_checkpoint(tmp_path / "reader.pt")
     args.synthetic_legible_by, args.synthetic_legible_tries = str(reader), 3
-    mixed, _ = mix_synthetic(config, real, Alphabet(list("abcdefghijklmnopqrstuvwxyz")), args)
+    mixed, _ = mix_synthetic(config, real, alphabet, args)
     assert mixed.synthetic.reader.path == reader and mixed.synthetic.tries == 3
 
 
 def test_the_trainer_mixes_fonts_or_gan_and_fonts_interleaved(ckpt, tmp_path):
-    from argparse import Namespace
-
     from htr_augment import FontWordDataset, InterleavedDataset
-    from htr_augment.alphabet import Alphabet
     from recognizer.train import mix_synthetic
-    gt = write_gt(tmp_path / "src", ["rue", "chat", "rue", "rue"], height=32)
-    from htr_augment.data.build_lmdb import BuildOptions, build
-    from htr_augment.data.sources import read_gt
-    build(read_gt(gt), tmp_path / "r.lmdb", BuildOptions(height=32), inputs=["x"], progress=False)
-    real = LmdbWordDataset(tmp_path / "r.lmdb", height=32)
-    config = {"train": {"seed": 0, "batch_size": 4}, "data": {"height": 32}}
-    alphabet = Alphabet(list("abcdefghijklmnopqrstuvwxyz"))
-    args = Namespace(synthetic_ratio=0.5, synthetic_lexicon=None, synthetic_lexicon_weight="type",
-                     train=[str(tmp_path / "r.lmdb")], generator=str(ckpt), synthetic_length=7,
-                     synthetic_legible_by=None, synthetic_legible_tries=4, synthetic_source="gan+fonts")
+    real, config, alphabet, args = trainer_mix_inputs(tmp_path, "--generator", ckpt, "--synthetic-length", 7,
+                                                      "--synthetic-source", "gan+fonts")
     mixed, sampler = mix_synthetic(config, real, alphabet, args)
     synth = mixed.synthetic
     assert isinstance(synth, InterleavedDataset) and len(synth) == 8  # 4 of each, at least the length asked
