@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from htr_augment.alphabet import Alphabet
@@ -306,6 +306,10 @@ class Source:
     styles: str = ""  # gan: "train" (the regime's training words), an LMDB of real words, or "" (the z prior) ...
     styles_sha256: str | None = None  # ... an LMDB's labels and writers (for "train": per regime, in pool_key)
     style_mix: float = 1.0  # ... and the share of words written in their styles
+    # gan words: further generators (--generator A,B,...), each writing an equal share of the words
+    # in its own hand, interleaved (a GAN's styles share one set of letter shapes; fonts bring several).
+    also: tuple[Path, ...] = ()
+    also_sha256: tuple[str, ...] = ()
 
     @property
     def lines(self) -> bool:
@@ -314,6 +318,7 @@ class Source:
     @property
     def tag(self) -> str:
         tag = f"gan-{self.sha256[:12]}" if self.kind == "gan" else self.kind
+        tag += "".join(f"+{sha[:8]}" for sha in self.also_sha256)
         if self.kind == "gan" and self.style_temperature != 1.0:
             tag += f"-T{self.style_temperature:g}"
         if self.reader:
@@ -341,6 +346,8 @@ class Source:
                 "lexicon": self.texts_of,
                 **({"lexicon_weight": self.lexicon_weight} if not self.lines else {}),
                 **({"style_temperature": self.style_temperature} if self.kind == "gan" else {}),
+                **({"also_generators": [str(p) for p in self.also], "also_generators_sha256": list(self.also_sha256)}
+                   if self.also else {}),
                 **({"legible_by": self.reader, "legible_by_sha256": self.reader_sha256, "legible_tries": self.tries}
                    if self.reader else {}),
                 **({"styles": STYLES_TRAIN if self.styles == "train" else self.styles, "style_mix": self.style_mix}
@@ -355,11 +362,17 @@ class Source:
                                 self.style_temperature, self.font_paths())
         if self.kind == "gan":
             from htr_augment.synthetic import SyntheticWordDataset
+            hands = (self.generator, *self.also)
+            share = -(-length // len(hands))
             # A path, not the loaded generator: DataLoader workers reload it instead of unpickling weights.
-            return SyntheticWordDataset(str(self.generator), words, length=length, seed=seed, height=height,
-                                        device=device, style_temperature=self.style_temperature,
-                                        legible_by=self.reader, tries=self.tries, styles=styles,
-                                        style_mix=self.style_mix if styles is not None else None)
+            # Generator k draws from its own seed, so the hands do not write the same words in turn.
+            parts = [SyntheticWordDataset(str(g), words, length=length if len(hands) == 1 else share,
+                                          seed=seed + k * 1_000_003, height=height, device=device,
+                                          style_temperature=self.style_temperature, legible_by=self.reader,
+                                          tries=self.tries, styles=styles,
+                                          style_mix=self.style_mix if styles is not None else None)
+                     for k, g in enumerate(hands)]
+            return parts[0] if len(parts) == 1 else Subset(InterleavedDataset(*parts), range(length))
         from htr_augment.fonts import FontWordDataset
         return FontWordDataset(words, length=length, seed=seed, height=height, fonts=self.font_paths(),
                                legible_by=self.reader, tries=self.tries)
@@ -417,13 +430,22 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
     if kind != "gan":
         raise BenchmarkError(f"unknown synthetic source {kind!r} (gan or fonts)")
     from htr_augment.gan import word_generator
-    path = Path(generator) if generator else word_generator.PACKAGE_WEIGHTS
-    if not path.is_file():
-        if generator:
-            raise BenchmarkError(f"{path}: no generator checkpoint there (--generator)")
-        raise BenchmarkError(f"no generator weights are shipped in the package yet ({path}): pass --generator CKPT "
-                             f"(trained with python -m htr_augment.gan.train){alternatives}")
+    path, *also = [Path(g) for g in comma_list(generator or "")] or [word_generator.PACKAGE_WEIGHTS]
+    if also and level != "words":
+        raise BenchmarkError("--generator: several generators write words only; at --level lines give one")
+    if also and styles:
+        raise BenchmarkError("--generator: several generators take prior styles only; leave --gan-styles out")
+    for p in (path, *also):
+        if not p.is_file():
+            if generator:
+                raise BenchmarkError(f"{p}: no generator checkpoint there (--generator)")
+            raise BenchmarkError(f"no generator weights are shipped in the package yet ({p}): pass --generator CKPT "
+                                 f"(trained with python -m htr_augment.gan.train){alternatives}")
     gen = word_generator.WordGenerator.load(path)  # CheckpointError naming the file if it is not a GAN checkpoint
+    for p in also:
+        other = word_generator.WordGenerator.load(p)
+        if other.alphabet.chars != gen.alphabet.chars:
+            raise BenchmarkError(f"--generator: {p} writes another alphabet than {path}")
     styled = {}
     if styles:
         if not gen.has_style_encoder:
@@ -433,6 +455,7 @@ def make_source(kind: str, generator: str | None, lexicon: str | None,
         if styles != "train":
             styled.update(styles=str(Path(styles).resolve()), styles_sha256=styles_identity(styles_dataset(styles)))
     return Source("gan", generator=path.resolve(), sha256=file_sha256(path), **lex,
+                  also=tuple(p.resolve() for p in also), also_sha256=tuple(file_sha256(p) for p in also),
                   alphabet=gen.alphabet, credit=gen.info.get("data_credit", "") or "",
                   style_temperature=gen.resolve_style_temperature(style_temperature, lines=level == "lines"),
                   **reader, **styled)
@@ -556,9 +579,10 @@ def pool_key(source: Source, words: list[str], settings: dict, height: int,
     temperature = {"style_temperature": source.style_temperature} if source.style_temperature != 1.0 else {}
     legible = {"legible_by_sha256": source.reader_sha256, "legible_tries": source.tries} if source.reader else {}
     styled = {"styles_sha256": styles_identity(styles), "style_mix": source.style_mix} if styles is not None else {}
+    also = {"also_generators_sha256": list(source.also_sha256)} if source.also else {}
     return {"source": source.kind, "generator_sha256": source.sha256, "fonts": source.fonts, **texts,
             "count": int(settings["synthetic_pool"]), "seed": int(settings["synthetic_seed"]), "height": height,
-            **temperature, **legible, **styled}
+            **temperature, **legible, **styled, **also}
 
 
 def cache_source_words(source: Source, words: list[str], settings: dict, height: int, cache_dir: Path,
@@ -949,8 +973,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "synthetic arm, in (0, 1) (config default 0.5)")
     p.add_argument("--synthetic-pool", type=int, metavar="N", help="synthetic words (lines at --level lines) "
                    "cached per source under OUT/cache, shared by every seed and arm (config default 20000)")
-    p.add_argument("--generator", metavar="CKPT", help="GAN checkpoint of the gan arms (default: the weights shipped "
-                   "in the package)")
+    p.add_argument("--generator", metavar="CKPT[,CKPT...]", help="GAN checkpoint of the gan arms (default: the "
+                   "weights shipped in the package); several, comma-separated: each writes an equal share of the "
+                   "GAN words in its own hand, interleaved (words level)")
     p.add_argument("--style-temperature", type=float, metavar="T", help="gan arms: prior styles at T times the "
                    "spread of the generator's fitted style prior (default: the generator's own, 1 unless its weights "
                    "were exported with another; > 1 for more varied hands)")

@@ -725,3 +725,37 @@ def test_lexicon_weight_token_draws_each_word_as_often_as_listed(tmp_path, data,
     assert "--lexicon" in capsys.readouterr().err
     assert main(args(data, tmp_path / "y", "--level", "lines", "--lexicon-weight", "token")) == 2
     assert "--lexicon-weight" in capsys.readouterr().err
+
+
+def test_several_generators_write_interleaved_shares_in_their_own_hands(generator, tmp_path, data, capsys):
+    other = tiny_generator_checkpoint(tmp_path / "g2.pt", seed=1)
+    settings = {"synthetic_pool": 40, "synthetic_seed": 0}
+    one = benchmarks.run.make_source("gan", str(generator), None)
+    two = benchmarks.run.make_source("gan", f"{generator},{other}", None)
+    assert two.also == (other.resolve(),) and two.tag.startswith(one.tag + "+")
+    key = benchmarks.run.pool_key(one, ["abc"], settings, 32)
+    assert "also_generators_sha256" not in key  # one generator: caches made before stay valid
+    assert benchmarks.run.pool_key(two, ["abc"], settings, 32) == {
+        **key, "also_generators_sha256": [two.also_sha256[0]]}
+    words = ["abc", "deff", "gh", "ijab"]
+    ds = two.dataset(words, 5, 3, 32, "cpu")
+    assert len(ds) == 5  # the pool's size exactly, though 5 does not split in two
+    from htr_augment.synthetic import SyntheticWordDataset
+    first = SyntheticWordDataset(str(generator), words, length=3, seed=3, height=32)
+    second = SyntheticWordDataset(str(other), words, length=3, seed=3 + 1_000_003, height=32)
+    for i in range(5):  # even items from the first generator, odd ones from the second, each its own draws
+        want = (first if i % 2 == 0 else second)[i // 2]
+        assert ds[i].text == want.text and torch.equal(ds[i].image, want.image)
+    # The two generators' first words differ in their hands: the same text and style in each.
+    text, z = first.text_and_style(0)
+    a, b = (word_generator.WordGenerator.load(p).generate([text], z=z)[0] for p in (generator, other))
+    assert a.shape != b.shape or not torch.equal(a, b)
+    with pytest.raises(benchmarks.run.BenchmarkError, match="lines"):
+        benchmarks.run.make_source("gan", f"{generator},{other}", None, level="lines")
+    assert main(args(data, tmp_path / "a", "--arms", "baseline,gan", "--generator", f"{generator},{tmp_path}/none.pt")) == 2
+    assert "none.pt" in capsys.readouterr().err
+    out = tmp_path / "b"
+    assert main(args(data, out, "--arms", "baseline,gan", "--regime", "low", "--generator", f"{generator},{other}")) == 0
+    described = report(out)["synthetic"]["sources"]["gan"]
+    assert described["also_generators_sha256"] == list(two.also_sha256)
+    assert any(p.name.startswith(two.tag) for p in (out / "runs").glob("*/*"))
