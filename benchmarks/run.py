@@ -813,12 +813,13 @@ def make_regimes(ctx: Context, full: LmdbWordDataset) -> list[Regime]:
 def prepare_pools(ctx: Context, regime: Regime, arms: list[Arm], sources: dict[str, Source]
                   ) -> tuple[dict[str, Pool], dict[str, str]]:
     """The regime's cached words per source, and a grid image of each synthetic arm's words
-    (OUT/samples/REGIME-ARM.png, paths relative to OUT)."""
+    (OUT/samples/REGIME/ARM-FOLDER.png, paths relative to OUT: named like the arm's run folder, so
+    a later invocation with another source does not overwrite the grid an earlier report shows)."""
     pools = {kind: build_pool(ctx, regime, source) for kind, source in sources.items()}
     grids = {}
     for arm in arms:
         if arm.sources:
-            png = ctx.out / "samples" / f"{regime.kind}-{arm.name.replace('+', '-')}.png"
+            png = ctx.out / "samples" / regime.name / f"{arm.dirname}.png"
             grids[arm.name] = _relative(write_grid(arm_dataset(arm, pools), png, arm.sources[0].lines), ctx.out)
     return pools, grids
 

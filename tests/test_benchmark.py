@@ -6,6 +6,7 @@ import hashlib
 import json
 import pickle
 import random
+from pathlib import Path
 
 import editdistance
 import numpy as np
@@ -149,6 +150,9 @@ def test_every_arm_side_by_side_in_one_report(gan_run, generator):
         assert [arms[a]["synthetic_per_batch"] for a in arms] == [0, 8, 8, 8]
         assert set(regime["grids"]) == {"fonts", "gan", "gan+fonts"}
         assert all((gan_run / png).is_file() for png in regime["grids"].values())
+        # Named like each arm's run folder: another source's grid never overwrites this report's.
+        for name, png in regime["grids"].items():
+            assert Path(png).stem == Path(regime["arms"][name]["runs"][0]["dir"]).parent.name
         assert set(regime["pools"]) == {"gan", "fonts"}
         assert all(p["words"] == 40 and p["build_s"] > 0 and not p["reused"] for p in regime["pools"].values())
     assert page.count("data:image/png;base64,") == 6  # a grid per synthetic arm and regime
