@@ -92,7 +92,11 @@ def _sources_text(syn: dict) -> list[str]:
             styled = (f", {'' if mix == 1 else f'{mix:.0%} of the words '}in the styles of {src['styles']}"
                       if src.get("styles") else "")
             prior = not src.get("styles") or mix < 1  # the temperature scales prior styles only
-            out.append(f"GAN `{src['generator']}` (SHA-256 `{src['generator_sha256']}`"
+            # Further generators (--generator A,B): each writes an equal share, in its own hand.
+            also = " and ".join(f"`{g}` (SHA-256 `{sha}`)" for g, sha in
+                                zip(src.get("also_generators", []), src.get("also_generators_sha256", [])))
+            also = f"; with {also}, each generator writing an equal share of the words" if also else ""
+            out.append(f"GAN `{src['generator']}` (SHA-256 `{src['generator_sha256']}`" + also
                        + (f", style temperature {t:g}" if t != 1.0 and prior else "") + legible + styled + ")")
         else:
             out.append(f"handwriting fonts ({', '.join(src['fonts'])})")

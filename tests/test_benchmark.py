@@ -762,4 +762,5 @@ def test_several_generators_write_interleaved_shares_in_their_own_hands(generato
     assert main(args(data, out, "--arms", "baseline,gan", "--regime", "low", "--generator", f"{generator},{other}")) == 0
     described = report(out)["synthetic"]["sources"]["gan"]
     assert described["also_generators_sha256"] == list(two.also_sha256)
+    assert f"with `{other.resolve()}`" in (out / "report.md").read_text(encoding="utf-8")
     assert any(p.name.startswith(two.tag) for p in (out / "runs").glob("*/*"))
