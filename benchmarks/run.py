@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from htr_augment.alphabet import Alphabet
@@ -78,7 +78,7 @@ from htr_augment.data.credit import data_credit
 from htr_augment.gan.word_generator import check_style_temperature
 from htr_augment.images import encode_png, to_uint8
 from htr_augment.lexicon import LEXICON_WEIGHTS, label_words, load_lexicon, weigh_words
-from htr_augment.mixing import InterleavedDataset, MixedDataset, MixingBatchSampler
+from htr_augment.mixing import MixedDataset, MixingBatchSampler, interleave
 from htr_augment.synthetic_cache import WordCache, cached_words
 from htr_augment.training import read_metrics_csv, select_device
 from htr_augment.training.checkpoint import CheckpointError, file_sha256, load_checkpoint
@@ -366,13 +366,13 @@ class Source:
             share = -(-length // len(hands))
             # A path, not the loaded generator: DataLoader workers reload it instead of unpickling weights.
             # Generator k draws from its own seed, so the hands do not write the same words in turn.
-            parts = [SyntheticWordDataset(str(g), words, length=length if len(hands) == 1 else share,
+            parts = [SyntheticWordDataset(str(g), words, length=share,
                                           seed=seed + k * 1_000_003, height=height, device=device,
                                           style_temperature=self.style_temperature, legible_by=self.reader,
                                           tries=self.tries, styles=styles,
                                           style_mix=self.style_mix if styles is not None else None)
                      for k, g in enumerate(hands)]
-            return parts[0] if len(parts) == 1 else Subset(InterleavedDataset(*parts), range(length))
+            return interleave(*parts, length=length)
         from htr_augment.fonts import FontWordDataset
         return FontWordDataset(words, length=length, seed=seed, height=height, fonts=self.font_paths(),
                                legible_by=self.reader, tries=self.tries)
@@ -617,9 +617,7 @@ def build_pool(ctx: Context, regime: Regime, source: Source) -> Pool:
 def arm_dataset(arm: Arm, pools: dict[str, Pool]) -> Dataset:
     """What the arm mixes in: nothing, one source's cached words, or two interleaved (even index: the first)."""
     parts = [pools[s.kind].dataset for s in arm.sources]
-    if not parts:
-        return []
-    return parts[0] if len(parts) == 1 else InterleavedDataset(*parts)
+    return interleave(*parts) if parts else []
 
 
 def write_grid(dataset: Dataset, path: Path, lines: bool = False) -> Path:

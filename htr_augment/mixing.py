@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, Subset
 
 from .training.distributed import get_rank, get_world_size
 
@@ -124,3 +124,12 @@ class InterleavedDataset(Dataset):
         for part in self.parts:
             if hasattr(part, "set_epoch"):
                 part.set_epoch(epoch)
+
+
+def interleave(*parts: Dataset, length: int | None = None) -> Dataset:
+    """One dataset as it is; several round robin (InterleavedDataset), cut to their first
+    `length` items when given."""
+    if len(parts) == 1:
+        return parts[0]
+    mixed = InterleavedDataset(*parts)
+    return mixed if length is None else Subset(mixed, range(length))

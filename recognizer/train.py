@@ -510,7 +510,8 @@ def load_datasets(config: dict, train_paths: Sequence[str], val_path: str | None
 
 def mix_synthetic(config: dict, real: Dataset, alphabet: Alphabet, args: argparse.Namespace):
     """The real training set with generated words mixed in at args.synthetic_ratio of each batch."""
-    from htr_augment import FontWordDataset, InterleavedDataset, MixedDataset, MixingBatchSampler, SyntheticWordDataset
+    from htr_augment import FontWordDataset, MixedDataset, MixingBatchSampler, SyntheticWordDataset
+    from htr_augment.mixing import interleave
     from htr_augment.lexicon import label_words, load_lexicon, weigh_words
 
     if not 0 < args.synthetic_ratio < 1:
@@ -532,7 +533,7 @@ def mix_synthetic(config: dict, real: Dataset, alphabet: Alphabet, args: argpars
     per_source = -(-length // len(kinds))  # interleaved: each source writes its share
     parts = [SyntheticWordDataset(args.generator, usable, length=per_source, **common) if kind == "gan"
              else FontWordDataset(usable, length=per_source, **common) for kind in kinds]
-    synth = parts[0] if len(parts) == 1 else InterleavedDataset(*parts)
+    synth = interleave(*parts)
     mixed = MixedDataset(real, synth)
     sampler = MixingBatchSampler(mixed, tc["batch_size"], args.synthetic_ratio, seed=tc["seed"])
     named = [f"the GAN {part.generator.info.get('path')}" if kind == "gan" else "handwriting fonts"
